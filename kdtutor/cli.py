@@ -1,0 +1,306 @@
+"""The ``kdtutor`` command line: one entry point, a subcommand per job.
+
+Every subcommand has ``--help`` with examples. Errors on bad input print one clear line and
+exit with status 2; they never print a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .errors import KDTutorError
+
+EXAMPLES = {
+    "distill": """examples:
+  kdtutor distill --dataset shapes --teacher zoo:shapes_cnn_large --student cnn_small \\
+      --method kd --epochs 10 --seeds 0,1,2 --out results.json
+  kdtutor distill --dataset shapes --student cnn_small --method scratch --epochs 5
+  kdtutor distill --dataset shapes --teacher zoo:shapes_cnn_large --student cnn_small \\
+      --method kd --set T=8 --set beta=0.5 --scale smoke""",
+    "models": """examples:
+  kdtutor models
+  kdtutor models --num-classes 100 --family cifar_resnet --latency""",
+    "zoo": """examples:
+  kdtutor zoo list
+  kdtutor zoo verify
+  kdtutor zoo train shapes_cnn_large""",
+}
+
+SMOKE_SIZES = {"train": 1000, "test": 500}
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        lowered = text.lower()
+        if lowered in ("true", "false"):
+            return lowered == "true"
+        return text
+
+
+def _parse_sets(items: Sequence[str]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise argparse.ArgumentTypeError(f"--set expects KEY=VALUE (e.g. --set T=4), got {item!r}")
+        values[key.strip()] = _parse_value(value.strip())
+    return values
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
+    return value
+
+
+# --------------------------------------------------------------------------------------------
+def cmd_distill(args: argparse.Namespace) -> int:
+    from .data import load_dataset
+    from .io import atomic_write_json
+    from .methods import build_distiller, get_method
+    from .models import build_model
+    from .scales import current_scale
+    from .train import parse_seeds, run_seeds
+    from .zoo import load_teacher
+
+    scale = current_scale(args.scale)
+    seeds = parse_seeds(args.seeds)
+    hparams = _parse_sets(args.set or [])
+    get_method(args.method)  # fail fast on an unknown name, before loading anything
+    train_size = args.train_size or (SMOKE_SIZES["train"] if scale == "smoke" else None)
+    test_size = args.test_size or (SMOKE_SIZES["test"] if scale == "smoke" else None)
+    train = load_dataset(args.dataset, "train", size=train_size, root=args.data)
+    test = load_dataset(args.dataset, "test", size=test_size, root=args.data)
+    out = Path(args.out) if args.out else None
+    if out is not None and not out.parent.exists():
+        raise KDTutorError(f"cannot write results to {out}: the folder {out.parent} does not exist. Create it first.")
+
+    teacher = None
+    if args.teacher and args.teacher != "none":
+        if not args.teacher.startswith("zoo:"):
+            raise KDTutorError(
+                f"--teacher must be zoo:<name> (see `kdtutor zoo list`) or none, got {args.teacher!r}."
+            )
+        teacher = load_teacher(args.teacher)
+
+    def make(seed: int):
+        student = build_model(args.student, num_classes=train.num_classes, in_channels=train.in_channels)
+        return build_distiller(args.method, student, teacher, hparams)
+
+    fit_config = {
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "optimizer": args.optimizer,
+        "schedule": args.schedule,
+        "augment": args.augment,
+        "cache": "auto" if args.cache else False,
+    }
+    if args.device:
+        fit_config["device"] = args.device
+    run = run_seeds(
+        make,
+        train,
+        test,
+        seeds=seeds,
+        config=fit_config,
+        seed_log=print,
+        log=print if args.verbose else None,
+        progress=args.progress,
+    )
+    print(format_seeds_table(run))
+    if out is not None:
+        payload = {
+            "command": "kdtutor " + " ".join(sys.argv[1:]),
+            "dataset": args.dataset,
+            "teacher": args.teacher,
+            "student": args.student,
+            "hparams": hparams,
+            "scale": scale,
+            **run.to_dict(),
+        }
+        atomic_write_json(out, payload)
+        print(f"wrote {out}")
+    return 0
+
+
+def format_seeds_table(run: Any) -> str:
+    """Per-seed best/last accuracies and their mean ± std as a plain-text table."""
+    lines = [f"{'seed':>6} {'best %':>8} {'epoch':>6} {'last %':>8} {'seconds':>8}"]
+    for seed, result in zip(run.seeds, run.results, strict=True):
+        lines.append(
+            f"{seed:>6} {result.best_acc:>8.2f} {result.best_epoch:>6} {result.last_acc:>8.2f} {result.seconds:>8.1f}"
+        )
+    (bm, bs), (lm, ls) = run.best, run.last
+    lines.append(f"{'mean':>6} {bm:>8.2f} {'':>6} {lm:>8.2f}")
+    lines.append(f"{'std':>6} {bs:>8.2f} {'':>6} {ls:>8.2f}")
+    return f"method {run.method}\n" + "\n".join(lines)
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from .models import build_model, list_models, model_info, model_summary
+
+    names = [n for n in list_models() if not args.family or model_info(n).family == args.family]
+    if not names:
+        raise KDTutorError(f"no model in family {args.family!r}.")
+    print(f"{'model':<16} {'family':<14} {'params':>12} {'MFLOPs':>10}" + (f" {'latency ms':>11}" if args.latency else ""))
+    for name in names:
+        info = model_info(name)
+        in_channels, size = (1, 28) if info.family == "mlp" else (3, 32)
+        model = build_model(name, num_classes=args.num_classes, in_channels=in_channels)
+        summary = model_summary(model, (1, in_channels, size, size), latency_runs=10 if args.latency else 0)
+        line = f"{name:<16} {info.family:<14} {summary.params:>12,} {summary.flops / 1e6:>10.1f}"
+        if args.latency:
+            line += f" {summary.latency_ms:>11.2f}"
+        print(line)
+    return 0
+
+
+def cmd_methods(args: argparse.Namespace) -> int:
+    from .methods import get_method, list_methods
+
+    for name in list_methods():
+        cls = get_method(name)
+        print(f"{name:<12} {cls.paper}")
+    return 0
+
+
+def cmd_datasets(args: argparse.Namespace) -> int:
+    from .data import dataset_info, list_datasets
+
+    for name in list_datasets():
+        info = dataset_info(name)
+        where = "offline" if info.offline else "needs KDTUTOR_DATA"
+        print(f"{name:<14} {info.num_classes:>4} classes  {info.in_channels}x{info.image_size}x{info.image_size}  {where:<18} {info.description}")
+    return 0
+
+
+def cmd_zoo(args: argparse.Namespace) -> int:
+    from . import zoo
+
+    if args.action == "list":
+        manifest = zoo.read_manifest()
+        print(f"{'teacher':<18} {'model':<12} {'dataset':<10} {'params':>10} {'test %':>7} {'train s':>8}  status")
+        for name in zoo.list_teachers():
+            recipe = zoo.RECIPES.get(name)
+            entry = manifest.get(name, {})
+            model = entry.get("model") or (recipe.model if recipe else "?")
+            dataset = entry.get("dataset") or (recipe.dataset if recipe else "?")
+            status = "shipped" if entry and (zoo.zoo_dir() / entry["file"]).exists() else "not trained"
+            acc = f"{entry['test_acc']:.2f}" if entry else "-"
+            secs = f"{entry['train_seconds']:.0f}" if entry else "-"
+            params = f"{entry['params']:,}" if entry else "-"
+            print(f"{name:<18} {model:<12} {dataset:<10} {params:>10} {acc:>7} {secs:>8}  {status}")
+        return 0
+    if args.action == "verify":
+        names = [args.name] if args.name else sorted(zoo.read_manifest())
+        if not names:
+            raise KDTutorError("the zoo manifest lists no teachers yet: train one with `kdtutor zoo train NAME`.")
+        for name in names:
+            path = zoo.verify(name)
+            print(f"ok  {name}  {path}")
+        return 0
+    if not args.name:
+        raise KDTutorError("`kdtutor zoo train` needs a teacher name; `kdtutor zoo list` lists them.")
+    overrides = {"epochs": args.epochs} if args.epochs else {}
+    entry = zoo.train_teacher(args.name, progress=args.progress, **overrides)
+    print(json.dumps(entry, indent=2))
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="kdtutor",
+        description="Knowledge distillation in computer vision: train, distil, compare.",
+        epilog="Run `kdtutor COMMAND --help` for a command's options and examples.",
+    )
+    parser.add_argument("--version", action="version", version=f"kdtutor {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    formatter = argparse.RawDescriptionHelpFormatter
+
+    p = sub.add_parser("distill", help="train a student (with a teacher) over seeds", epilog=EXAMPLES["distill"], formatter_class=formatter)
+    p.add_argument("--dataset", required=True, help="dataset name (`kdtutor datasets`)")
+    p.add_argument("--student", required=True, help="student model name (`kdtutor models`)")
+    p.add_argument("--teacher", default="none", help="zoo:<name> (`kdtutor zoo list`) or none")
+    p.add_argument("--method", default="kd", help="method name (`kdtutor methods`); default kd")
+    p.add_argument("--epochs", type=_positive_int, default=10)
+    p.add_argument("--seeds", default="0", help="comma-separated seeds, e.g. 0,1,2 (default 0)")
+    p.add_argument("--batch-size", type=_positive_int, default=128)
+    p.add_argument("--lr", type=_positive_float, default=0.05)
+    p.add_argument("--optimizer", choices=["sgd", "adam", "adamw"], default="sgd")
+    p.add_argument("--schedule", choices=["cosine", "step", "constant"], default="cosine")
+    p.add_argument("--augment", default=None, help="training augmentation: none or crop_flip (disables the cache)")
+    p.add_argument("--no-cache", dest="cache", action="store_false", help="always run the teacher, never cache its outputs")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="method hyperparameter, e.g. --set T=4 (repeatable)")
+    p.add_argument("--train-size", type=_positive_int, default=None, help="use the first N training samples")
+    p.add_argument("--test-size", type=_positive_int, default=None, help="use the first N test samples")
+    p.add_argument("--scale", choices=["smoke", "book", "full"], default=None, help="default: $KDTUTOR_SCALE or book")
+    p.add_argument("--data", default=None, help="folder of real datasets (default: $KDTUTOR_DATA)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA when present)")
+    p.add_argument("--out", default=None, help="write the results as JSON here")
+    p.add_argument("--progress", action="store_true", default=None, help="show progress bars")
+    p.add_argument("--verbose", action="store_true", help="print one line per epoch")
+    p.set_defaults(func=cmd_distill)
+
+    p = sub.add_parser("models", help="list models with parameters and FLOPs", epilog=EXAMPLES["models"], formatter_class=formatter)
+    p.add_argument("--num-classes", type=_positive_int, default=10)
+    p.add_argument("--family", default=None, help="only this family (e.g. cifar_resnet, small_cnn)")
+    p.add_argument("--latency", action="store_true", help="also measure CPU latency at batch 1")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("methods", help="list distillation methods and their papers")
+    p.set_defaults(func=cmd_methods)
+
+    p = sub.add_parser("datasets", help="list datasets")
+    p.set_defaults(func=cmd_datasets)
+
+    p = sub.add_parser("zoo", help="list, verify or train the shipped teachers", epilog=EXAMPLES["zoo"], formatter_class=formatter)
+    p.add_argument("action", choices=["list", "verify", "train"])
+    p.add_argument("name", nargs="?", default=None, help="teacher name (verify: default all)")
+    p.add_argument("--epochs", type=_positive_int, default=None, help="train: override the recipe's epochs")
+    p.add_argument("--progress", action="store_true", default=None, help="show progress bars")
+    p.set_defaults(func=cmd_zoo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status (0 ok, 2 bad input)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (KDTutorError, argparse.ArgumentTypeError) as exc:
+        print(f"kdtutor {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

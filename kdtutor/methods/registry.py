@@ -1,0 +1,59 @@
+"""Methods by name: ``build_distiller("kd", student, teacher, T=4)``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+from torch import nn
+
+from ..config import from_dict
+from ..errors import unknown_name
+from .base import Distiller
+
+_METHODS: dict[str, type[Distiller]] = {}
+
+D = TypeVar("D", bound=type[Distiller])
+
+
+def register_method(cls: D) -> D:
+    """Class decorator adding a :class:`Distiller` subclass to the registry under ``cls.name``."""
+    if not cls.name:
+        raise ValueError(f"{cls.__name__} needs a class attribute `name` to be registered.")
+    if cls.name in _METHODS and _METHODS[cls.name] is not cls:
+        raise ValueError(f"method name {cls.name!r} is already registered by {_METHODS[cls.name].__name__}.")
+    _METHODS[cls.name] = cls
+    return cls
+
+
+def list_methods() -> list[str]:
+    """Names of every registered method, sorted."""
+    return sorted(_METHODS)
+
+
+def get_method(name: str) -> type[Distiller]:
+    """The Distiller class registered as ``name``."""
+    try:
+        return _METHODS[name]
+    except KeyError:
+        raise unknown_name("method", name, _METHODS, hint="`kdtutor methods` lists them.") from None
+
+
+def build_distiller(
+    name: str,
+    student: nn.Module,
+    teacher: nn.Module | None = None,
+    hparams: Mapping[str, Any] | None = None,
+    **overrides: Any,
+) -> Distiller:
+    """Build method ``name`` around ``student`` (and ``teacher``) from a flat dict of hyperparameters.
+
+    Unknown keys and wrong types are errors; unspecified keys take the paper's defaults.
+
+    Example:
+        >>> distiller = build_distiller("kd", student, teacher, T=4, alpha=0.1, beta=0.9)  # doctest: +SKIP
+    """
+    cls = get_method(name)
+    values = {**(hparams or {}), **overrides}
+    params = from_dict(cls.hparams_cls, values, what=f"method {name!r}")
+    return cls(student, teacher, params)

@@ -1,0 +1,503 @@
+"""The one training loop, shared by every method.
+
+``fit`` sums the named losses a :class:`~kdtutor.methods.Distiller` returns, steps the
+optimizer and scheduler, evaluates, records a per-epoch history and writes atomic
+checkpoints from which ``resume=`` continues bit-identically on CPU. It knows nothing about
+any particular method.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from .cache import attach_teacher_cache
+from .config import ConfigError, from_dict, non_negative, positive
+from .data import ArrayDataset, BatchLoader, build_augment
+from .errors import CheckpointError, KDTutorError, NonFiniteLossError
+from .io import atomic_save, safe_load
+from .methods import Distiller, build_distiller
+from .metrics import get_metric
+from .seeding import rng_state, seed_everything, set_deterministic, set_rng_state
+
+CHECKPOINT_FORMAT = "kdtutor-checkpoint/1"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything ``fit`` needs besides the model and data. Defaults suit book-scale CPU runs.
+
+    ``schedule="step"`` multiplies the learning rate by ``gamma`` at each of ``milestones``
+    (epochs; RepDistiller: 150, 180, 210 of 240); ``"cosine"`` anneals it to zero.
+    """
+
+    epochs: int = 10
+    batch_size: int = 128
+    optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    nesterov: bool = False
+    schedule: Literal["cosine", "step", "constant"] = "cosine"
+    milestones: tuple[int, ...] = ()
+    gamma: float = 0.1
+    warmup_epochs: int = 0
+    augment: str | None = None
+    cache: bool | Literal["auto"] = "auto"
+    seed: int = 0
+    deterministic: bool = False
+    device: str | None = None
+    amp: bool | None = None
+    eval_batch_size: int = 512
+    metric: str = "accuracy"
+    max_grad_norm: float | None = None
+
+    def validate(self) -> None:
+        positive("epochs", self.epochs, "train")
+        positive("batch_size", self.batch_size, "train")
+        positive("eval_batch_size", self.eval_batch_size, "train")
+        positive("lr", self.lr, "train")
+        non_negative("momentum", self.momentum, "train")
+        non_negative("weight_decay", self.weight_decay, "train")
+        non_negative("warmup_epochs", self.warmup_epochs, "train")
+        non_negative("seed", self.seed, "train")
+        if self.optimizer not in ("sgd", "adam", "adamw"):
+            raise ConfigError(f"train.optimizer must be 'sgd', 'adam' or 'adamw', got {self.optimizer!r}.")
+        if self.schedule not in ("cosine", "step", "constant"):
+            raise ConfigError(f"train.schedule must be 'cosine', 'step' or 'constant', got {self.schedule!r}.")
+        if any(m <= 0 or m >= self.epochs for m in self.milestones):
+            raise ConfigError(f"train.milestones must lie in 1..epochs-1 (epochs={self.epochs}), got {self.milestones}.")
+        get_metric(self.metric)
+
+
+@dataclass
+class FitResult:
+    """What a training run returns: the per-epoch history and its summary.
+
+    Accuracies are percentages on the test split (the train split when no test split is given).
+    """
+
+    method: str
+    history: list[dict[str, Any]]
+    best_acc: float
+    best_epoch: int
+    last_acc: float
+    seconds: float
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def __str__(self) -> str:
+        return (
+            f"{self.method}: best {self.best_acc:.2f}% (epoch {self.best_epoch}), "
+            f"last {self.last_acc:.2f}%, {self.seconds:.1f} s"
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# building blocks
+# --------------------------------------------------------------------------------------------
+def resolve_device(device: str | None = None) -> torch.device:
+    """``device`` if given, else CUDA when present, else CPU."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def make_optimizer(params: Iterable[nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
+    params = list(params)
+    if not params:
+        raise KDTutorError("nothing to train: the distiller has no trainable parameters.")
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(
+            params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=cfg.nesterov
+        )
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def lr_factor(epoch: int, cfg: TrainConfig) -> float:
+    """Multiplier of the base learning rate during (0-based) ``epoch``."""
+    if epoch < cfg.warmup_epochs:
+        return (epoch + 1) / (cfg.warmup_epochs + 1)
+    if cfg.schedule == "constant":
+        return 1.0
+    if cfg.schedule == "step":
+        return cfg.gamma ** sum(epoch >= m for m in cfg.milestones)
+    span = max(1, cfg.epochs - cfg.warmup_epochs)
+    return 0.5 * (1.0 + math.cos(math.pi * (epoch - cfg.warmup_epochs) / span))
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> torch.optim.lr_scheduler.LambdaLR:
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: lr_factor(epoch, cfg))
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    dataset: ArrayDataset,
+    *,
+    batch_size: int = 512,
+    device: torch.device | str | None = None,
+    metric: str = "accuracy",
+) -> float:
+    """The metric (a percentage) of ``model`` (a Distiller's student, or any classifier) on ``dataset``."""
+    device = resolve_device(str(device) if device is not None else None)
+    predict = model.predict if isinstance(model, Distiller) else model
+    score = get_metric(metric)
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    try:
+        for batch in BatchLoader(dataset, batch_size):
+            logits = predict(batch.x.to(device))
+            s, n = score(logits.float(), batch.y.to(device))
+            total, count = total + s, count + n
+    finally:
+        model.train(was_training)
+    if count == 0:
+        raise KDTutorError("cannot evaluate on an empty dataset split.")
+    return 100.0 * total / count
+
+
+def _as_distiller(model: Distiller | nn.Module) -> Distiller:
+    if isinstance(model, Distiller):
+        return model
+    if isinstance(model, nn.Module):
+        return build_distiller("scratch", model)
+    raise TypeError(f"fit() needs a Distiller or an nn.Module, got {type(model).__name__}.")
+
+
+def _signature(state: dict[str, Tensor]) -> dict[str, list[int]]:
+    return {k: list(v.shape) for k, v in state.items()}
+
+
+def _check_finite(losses: dict[str, Tensor], epoch: int, step: int, lr: float, checkpoint: Path | None) -> None:
+    for name, value in losses.items():
+        if not torch.isfinite(value).all():
+            kept = (
+                f" The last good checkpoint ({checkpoint}) was kept; resume from it with a lower lr."
+                if checkpoint is not None and checkpoint.exists()
+                else ""
+            )
+            raise NonFiniteLossError(
+                f"loss {name!r} became {value.item()} at epoch {epoch + 1}, step {step}. Lower the learning "
+                f"rate (now {lr:g}), check the inputs for NaN/inf, or lower the loss weight or "
+                f"temperature of {name!r}.{kept}"
+            )
+
+
+# --------------------------------------------------------------------------------------------
+# the loop
+# --------------------------------------------------------------------------------------------
+def fit(
+    model: Distiller | nn.Module,
+    train_data: ArrayDataset,
+    test_data: ArrayDataset | None = None,
+    *,
+    config: TrainConfig | dict[str, Any] | None = None,
+    checkpoint: str | os.PathLike[str] | None = None,
+    resume: str | os.PathLike[str] | None = None,
+    progress: bool | None = None,
+    log: Callable[[str], None] | None = None,
+    **overrides: Any,
+) -> FitResult:
+    """Train a distiller (or a plain model, as ``scratch``) and return its history.
+
+    Args:
+        model: a :class:`~kdtutor.methods.Distiller`, or an ``nn.Module`` trained alone.
+        train_data: the training split.
+        test_data: the split evaluated after each epoch (optional).
+        config: a :class:`TrainConfig` or a flat dict of its fields; ``overrides`` win.
+        checkpoint: path written atomically after every epoch (model, optimizer, scheduler,
+            RNG states, history).
+        resume: a checkpoint to continue from (typically the same path as ``checkpoint``).
+        progress: tqdm bars; default only when stderr is a terminal.
+        log: called with one line per epoch (e.g. ``print``).
+
+    Example:
+        >>> result = fit(build_distiller("kd", student, teacher), train, test, epochs=5)  # doctest: +SKIP
+        >>> result.best_acc, result.last_acc  # doctest: +SKIP
+    """
+    if isinstance(config, TrainConfig):
+        cfg = dataclasses.replace(config, **overrides) if overrides else config
+    else:
+        cfg = from_dict(TrainConfig, {**(config or {}), **overrides}, what="train")
+    cfg.validate()
+    if len(train_data) == 0:
+        raise KDTutorError("the training split is empty: check the dataset name, split and size.")
+    if test_data is not None and len(test_data) == 0:
+        raise KDTutorError("the test split is empty: check the dataset name, split and size.")
+
+    distiller = _as_distiller(model)
+    device = resolve_device(cfg.device)
+    use_amp = (device.type == "cuda") if cfg.amp is None else (cfg.amp and device.type == "cuda")
+    seed_everything(cfg.seed)
+    if cfg.deterministic:
+        set_deterministic(True)
+    distiller.to(device)
+
+    augment = build_augment(cfg.augment)
+    loader = BatchLoader(train_data, cfg.batch_size, shuffle=True, seed=cfg.seed, augment=augment)
+    optimizer = make_optimizer(distiller.trainable_parameters(), cfg)
+    scheduler = make_scheduler(optimizer, cfg)
+    score = get_metric(cfg.metric)
+    history: list[dict[str, Any]] = []
+    start_epoch = 0
+    checkpoint_path = Path(checkpoint) if checkpoint is not None else None
+
+    if resume is not None:
+        start_epoch, history = _load_checkpoint(Path(resume), distiller, optimizer, scheduler)
+
+    attach_teacher_cache(distiller, train_data, augment, mode=cfg.cache, device=device)
+    show = sys.stderr.isatty() if progress is None else progress
+    started = time.perf_counter()
+    step = 0
+    try:
+        for epoch in range(start_epoch, cfg.epochs):
+            distiller.train()
+            distiller.on_epoch_start(epoch, cfg.epochs)
+            loader.set_epoch(epoch)
+            lr = optimizer.param_groups[0]["lr"]
+            sums: dict[str, float] = {}
+            hits, seen = 0.0, 0
+            epoch_start = time.perf_counter()
+            bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not show, leave=False)
+            for batch in bar:
+                x = batch.x.to(device, non_blocking=True)
+                y = batch.y.to(device, non_blocking=True)
+                autocast = (
+                    torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+                    if use_amp
+                    else contextlib.nullcontext()
+                )
+                with autocast:
+                    logits, losses = distiller(x, y, batch.index)
+                _check_finite(losses, epoch, step, lr, checkpoint_path)
+                total = torch.stack([v.float() for v in losses.values()]).sum()
+                optimizer.zero_grad(set_to_none=True)
+                total.backward()
+                if cfg.max_grad_norm is not None:
+                    torch.nn.utils.clip_grad_norm_(list(distiller.trainable_parameters()), cfg.max_grad_norm)
+                optimizer.step()
+                step += 1
+                n = y.shape[0]
+                for name, value in losses.items():
+                    sums[name] = sums.get(name, 0.0) + float(value.detach()) * n
+                s, _ = score(logits.detach().float(), y)
+                hits, seen = hits + s, seen + n
+            scheduler.step()
+            record: dict[str, Any] = {
+                "epoch": epoch + 1,
+                "lr": lr,
+                "losses": {k: v / seen for k, v in sums.items()},
+                "loss": sum(sums.values()) / seen,
+                "train_acc": 100.0 * hits / seen,
+            }
+            if test_data is not None:
+                record["test_acc"] = evaluate(
+                    distiller, test_data, batch_size=cfg.eval_batch_size, device=device, metric=cfg.metric
+                )
+            record["seconds"] = time.perf_counter() - epoch_start
+            history.append(record)
+            if checkpoint_path is not None:
+                _save_checkpoint(checkpoint_path, distiller, optimizer, scheduler, epoch, history, cfg)
+            if log is not None:
+                log(_epoch_line(record))
+    finally:
+        distiller._cache = None
+        if cfg.deterministic:
+            set_deterministic(False)
+    return _summarize(distiller.name, history, time.perf_counter() - started, cfg)
+
+
+def _epoch_line(record: dict[str, Any]) -> str:
+    losses = " ".join(f"{k} {v:.4f}" for k, v in record["losses"].items())
+    test = f" test {record['test_acc']:.2f}%" if "test_acc" in record else ""
+    return (
+        f"epoch {record['epoch']:3d}  lr {record['lr']:.4g}  {losses}  train {record['train_acc']:.2f}%"
+        f"{test}  {record['seconds']:.1f}s"
+    )
+
+
+def _summarize(method: str, history: list[dict[str, Any]], seconds: float, cfg: TrainConfig) -> FitResult:
+    key = "test_acc" if history and "test_acc" in history[0] else "train_acc"
+    accs = [h[key] for h in history]
+    best = max(range(len(accs)), key=accs.__getitem__)
+    return FitResult(
+        method=method,
+        history=history,
+        best_acc=accs[best],
+        best_epoch=history[best]["epoch"],
+        last_acc=accs[-1],
+        seconds=sum(h["seconds"] for h in history) if history else seconds,
+        config=dataclasses.asdict(cfg),
+    )
+
+
+def _save_checkpoint(
+    path: Path,
+    distiller: Distiller,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    epoch: int,
+    history: list[dict[str, Any]],
+    cfg: TrainConfig,
+) -> None:
+    state = distiller.trainable_state_dict()
+    atomic_save(
+        {
+            "format": CHECKPOINT_FORMAT,
+            "method": distiller.name,
+            "epoch": epoch,
+            "model": state,
+            "signature": _signature(state),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "rng": rng_state(),
+            "history": history,
+            "config": {k: v for k, v in dataclasses.asdict(cfg).items() if not isinstance(v, tuple)},
+        },
+        path,
+    )
+
+
+def _load_checkpoint(
+    path: Path,
+    distiller: Distiller,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+) -> tuple[int, list[dict[str, Any]]]:
+    ckpt = safe_load(path)
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} is not a kdtutor training checkpoint (expected format {CHECKPOINT_FORMAT}).")
+    if ckpt["method"] != distiller.name:
+        raise CheckpointError(
+            f"{path} was saved by method {ckpt['method']!r}, but this run uses {distiller.name!r}. "
+            "Resume with the same method, or start a new run without resume=."
+        )
+    expected = _signature(distiller.trainable_state_dict())
+    if ckpt["signature"] != expected:
+        saved = ckpt["signature"]
+        differing = [k for k in sorted(set(expected) | set(saved)) if expected.get(k) != saved.get(k)][:3]
+        raise CheckpointError(
+            f"{path} was saved for another model: parameters {differing} differ in name or shape. "
+            "Resume with the same student architecture (and connectors), or start a new run."
+        )
+    distiller.load_trainable_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    scheduler.load_state_dict(ckpt["scheduler"])
+    set_rng_state(ckpt["rng"])
+    return int(ckpt["epoch"]) + 1, list(ckpt["history"])
+
+
+# --------------------------------------------------------------------------------------------
+# several seeds
+# --------------------------------------------------------------------------------------------
+@dataclass
+class SeedsResult:
+    """Runs of one configuration over several seeds: mean and sample standard deviation (ddof=1)."""
+
+    results: list[FitResult]
+    seeds: list[int]
+
+    @staticmethod
+    def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+        t = torch.tensor(values, dtype=torch.float64)
+        std = float(t.std(unbiased=True)) if len(values) > 1 else 0.0
+        return float(t.mean()), std
+
+    @property
+    def best(self) -> tuple[float, float]:
+        return self._mean_std([r.best_acc for r in self.results])
+
+    @property
+    def last(self) -> tuple[float, float]:
+        return self._mean_std([r.last_acc for r in self.results])
+
+    @property
+    def method(self) -> str:
+        return self.results[0].method
+
+    def to_dict(self) -> dict[str, Any]:
+        (bm, bs), (lm, ls) = self.best, self.last
+        return {
+            "method": self.method,
+            "seeds": self.seeds,
+            "best_mean": bm,
+            "best_std": bs,
+            "last_mean": lm,
+            "last_std": ls,
+            "runs": [r.to_dict() for r in self.results],
+        }
+
+    def __str__(self) -> str:
+        (bm, bs), (lm, ls) = self.best, self.last
+        return f"{self.method}: best {bm:.2f} ± {bs:.2f} | last {lm:.2f} ± {ls:.2f} ({len(self.seeds)} seeds)"
+
+
+def parse_seeds(seeds: str | int | Sequence[int]) -> list[int]:
+    """Accept ``"0,1,2"``, ``"0-4"``, ``3`` (meaning seed 3) or a sequence of ints."""
+    if isinstance(seeds, bool):
+        raise ConfigError(f"seeds must be integers, got {seeds!r}.")
+    if isinstance(seeds, int):
+        values = [seeds]
+    elif isinstance(seeds, str):
+        try:
+            if "-" in seeds.strip()[1:] and "," not in seeds:
+                lo, hi = seeds.split("-")
+                values = list(range(int(lo), int(hi) + 1))
+            else:
+                values = [int(s) for s in seeds.split(",") if s.strip()]
+        except ValueError:
+            raise ConfigError(
+                f"could not read seeds {seeds!r}: write comma-separated non-negative integers like "
+                "'0,1,2' or a range like '0-2'."
+            ) from None
+    else:
+        values = list(seeds)
+    if not values or any(not isinstance(s, int) or isinstance(s, bool) or s < 0 for s in values):
+        raise ConfigError(f"seeds must be a non-empty list of non-negative integers, got {seeds!r}.")
+    if len(set(values)) != len(values):
+        raise ConfigError(f"seeds {values} repeat a value: every seed should appear once.")
+    return values
+
+
+def run_seeds(
+    make: Callable[[int], Distiller | nn.Module],
+    train_data: ArrayDataset,
+    test_data: ArrayDataset | None = None,
+    *,
+    seeds: str | Sequence[int] = (0, 1, 2),
+    seed_log: Callable[[str], None] | None = None,
+    **fit_kwargs: Any,
+) -> SeedsResult:
+    """Build a fresh distiller per seed with ``make(seed)`` (after seeding) and ``fit`` it.
+
+    Example:
+        >>> run = run_seeds(lambda s: build_distiller("kd", build_model("cnn_small"), teacher),
+        ...                 train, test, seeds=[0, 1, 2], epochs=10)  # doctest: +SKIP
+        >>> run.best  # (mean, std)  # doctest: +SKIP
+    """
+    seed_list = parse_seeds(seeds)
+    results = []
+    for seed in seed_list:
+        seed_everything(seed)
+        results.append(fit(make(seed), train_data, test_data, seed=seed, **fit_kwargs))
+        if seed_log is not None:
+            seed_log(f"seed {seed}: {results[-1]}")
+    return SeedsResult(results, seed_list)
