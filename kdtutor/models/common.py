@@ -20,7 +20,6 @@ distillation methods rely on (they name modules by dotted path, see :mod:`kdtuto
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 
 from torch import nn
@@ -33,6 +32,7 @@ __all__ = [
     "conv1x1",
     "conv3x3",
     "init_cifar_weights",
+    "make_divisible",
     "set_feature_paths",
     "stage_names",
 ]
@@ -166,8 +166,3 @@ def make_divisible(value: float, divisor: int = 8) -> int:
     if rounded < 0.9 * value:
         rounded += divisor
     return rounded
-
-
-def fan_in_uniform_bound(fan_in: int) -> float:
-    """The bound ``1/sqrt(fan_in)`` PyTorch's default init uses for biases."""
-    return 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0

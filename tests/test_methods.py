@@ -1,0 +1,101 @@
+"""The Distiller contract: registry, hyperparameters, a frozen teacher, KD's losses."""
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from kdtutor.config import ConfigError
+from kdtutor.data import load_dataset
+from kdtutor.errors import KDTutorError, ShapeMismatchError, UnknownNameError
+from kdtutor.methods import Distiller, build_distiller, get_method, list_methods
+from kdtutor.models import build_model
+from kdtutor.train import fit
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits", "train", size=256), load_dataset("digits", "test", size=128)
+
+
+def mlp(classes=10, hidden=(32,)):
+    return build_model("mlp", num_classes=classes, in_channels=1, image_size=8, hidden=hidden)
+
+
+def test_registry_lists_and_suggests():
+    assert {"scratch", "kd"} <= set(list_methods())
+    assert get_method("kd").paper.startswith("Hinton")
+    with pytest.raises(UnknownNameError, match="Did you mean 'kd'"):
+        get_method("kdd")
+
+
+def test_hparams_defaults_overrides_and_errors():
+    teacher = mlp()
+    d = build_distiller("kd", mlp(), teacher)
+    assert (d.hparams.T, d.hparams.alpha, d.hparams.beta) == (4.0, 0.1, 0.9)
+    d = build_distiller("kd", mlp(), teacher, {"T": 20}, alpha=0.5)
+    assert (d.hparams.T, d.hparams.alpha) == (20.0, 0.5)
+    with pytest.raises(ConfigError, match="unknown key 'temperature'"):
+        build_distiller("kd", mlp(), teacher, temperature=3)
+    with pytest.raises(ConfigError, match="T must be > 0"):
+        build_distiller("kd", mlp(), teacher, T=-1)
+    with pytest.raises(KDTutorError, match="needs a teacher"):
+        build_distiller("kd", mlp())
+    with pytest.raises(ShapeMismatchError, match="num_classes=10"):
+        build_distiller("kd", mlp(classes=5), teacher)
+
+
+def test_kd_forward_is_weighted_ce_plus_kd():
+    torch.manual_seed(0)
+    student, teacher = mlp(), mlp(hidden=(64,))
+    d = build_distiller("kd", student, teacher, T=3.0, alpha=0.3, beta=0.7)
+    x, y = torch.randn(8, 1, 8, 8), torch.randint(0, 10, (8,))
+    d.train()
+    logits, losses = d(x, y)
+    assert set(losses) == {"ce", "kd"}
+    zs, zt = student(x), teacher(x)
+    p_t = torch.softmax(zt / 3, 1)
+    kl = (p_t * (p_t.log() - torch.log_softmax(zs / 3, 1))).sum(1).mean()
+    assert losses["ce"].item() == pytest.approx(0.3 * F.cross_entropy(zs, y).item(), rel=1e-5)
+    assert losses["kd"].item() == pytest.approx(0.7 * 9 * kl.item(), rel=1e-5)
+
+
+def test_teacher_frozen_and_in_eval_mode(digits):
+    train, test = digits
+    teacher = build_model("mlp", num_classes=10, in_channels=1, image_size=8, hidden=(64,), dropout=0.5)
+    before = copy.deepcopy(teacher.state_dict())
+    d = build_distiller("kd", mlp(), teacher)
+    d.train()
+    assert not d.teacher.training and d.student.training
+    teacher_ids = {id(p) for p in teacher.parameters()}
+    assert teacher_ids.isdisjoint(id(p) for p in d.trainable_parameters())
+    assert all(not p.requires_grad for p in teacher.parameters())
+    fit(d, train, test, epochs=2, batch_size=32, cache=False)
+    assert not teacher.training
+    after = teacher.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert all(p.grad is None for p in teacher.parameters())
+
+
+def test_scratch_needs_no_teacher_and_trains(digits):
+    train, test = digits
+    torch.manual_seed(0)
+    result = fit(build_distiller("scratch", mlp()), train, test, epochs=3, batch_size=32, lr=0.1)
+    assert result.history[-1]["losses"]["ce"] < result.history[0]["losses"]["ce"]
+    assert result.best_acc > 30  # far above chance (10%) after three epochs
+
+
+def test_custom_distiller_subclass_plugs_into_trainer(digits):
+    """A method is a loss function plus a small class; the trainer needs nothing else."""
+
+    class Half(Distiller):
+        name = "half-ce"
+        requires_teacher = False
+
+        def forward(self, x, y, index=None):
+            logits = self.student(x)
+            return logits, {"half_ce": 0.5 * F.cross_entropy(logits, y)}
+
+    result = fit(Half(mlp()), digits[0], digits[1], epochs=1, batch_size=64)
+    assert "half_ce" in result.history[0]["losses"]

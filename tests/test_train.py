@@ -1,0 +1,198 @@
+"""The trainer: history, schedules, teacher-output cache, non-finite losses, bit-identical resume."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from kdtutor.cache import CacheRefusedError, attach_teacher_cache, cache_key, clear_memory_cache
+from kdtutor.config import ConfigError
+from kdtutor.data import load_dataset
+from kdtutor.errors import CheckpointError, NonFiniteLossError
+from kdtutor.methods import Distiller, build_distiller
+from kdtutor.models import build_model
+from kdtutor.train import TrainConfig, fit, lr_factor, parse_seeds, run_seeds
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits", "train", size=300), load_dataset("digits", "test", size=100)
+
+
+def net(hidden=(32,), dropout=0.0, seed=0):
+    torch.manual_seed(seed)
+    return build_model("mlp", num_classes=10, in_channels=1, image_size=8, hidden=hidden, dropout=dropout)
+
+
+def teacher_net():
+    return net(hidden=(64, 64), seed=123).eval()
+
+
+def test_history_records_each_loss_and_summary(digits):
+    result = fit(build_distiller("kd", net(), teacher_net()), *digits, epochs=3, batch_size=64)
+    assert [h["epoch"] for h in result.history] == [1, 2, 3]
+    for record in result.history:
+        assert set(record["losses"]) == {"ce", "kd"}
+        assert record["loss"] == pytest.approx(sum(record["losses"].values()))
+        assert 0 <= record["train_acc"] <= 100 and 0 <= record["test_acc"] <= 100
+        assert record["seconds"] > 0
+    accs = [h["test_acc"] for h in result.history]
+    assert result.best_acc == max(accs) and result.last_acc == accs[-1]
+    assert result.history[result.best_epoch - 1]["test_acc"] == result.best_acc
+
+
+def test_schedules():
+    cos = TrainConfig(epochs=10, lr=0.1)
+    assert lr_factor(0, cos) == 1.0 and lr_factor(5, cos) == pytest.approx(0.5)
+    step = TrainConfig(epochs=240, schedule="step", milestones=(150, 180, 210))
+    assert [lr_factor(e, step) for e in (149, 150, 180, 239)] == pytest.approx([1, 0.1, 0.01, 0.001])
+    warm = TrainConfig(epochs=10, warmup_epochs=2, schedule="constant")
+    assert [lr_factor(e, warm) for e in (0, 1, 2)] == pytest.approx([1 / 3, 2 / 3, 1])
+
+
+def test_recorded_lr_follows_cosine(digits):
+    result = fit(net(), *digits, epochs=4, lr=0.2, batch_size=100)
+    lrs = [h["lr"] for h in result.history]
+    assert lrs == pytest.approx([0.2 * 0.5 * (1 + math.cos(math.pi * e / 4)) for e in range(4)])
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [{"epochs": 0}, {"batch_size": -1}, {"lr": 0}, {"optimizer": "rmsprop"}, {"milestones": (0,)}, {"epoch": 3}],
+)
+def test_bad_config_is_a_clear_error(digits, bad):
+    with pytest.raises(ConfigError):
+        fit(net(), *digits, **bad)
+
+
+def test_cache_hit_identical_and_skips_teacher(digits):
+    clear_memory_cache()
+    train, test = digits
+    teacher = teacher_net()
+    d = build_distiller("kd", net(), teacher)
+    cache = attach_teacher_cache(d, train, None, mode=True)
+    idx = torch.tensor([5, 0, 299, 17])
+    x, _ = train.batch(idx)
+    with torch.no_grad():
+        direct = teacher(x)
+    assert torch.equal(cache.lookup(idx).logits, direct)
+    assert torch.equal(d.teacher_outputs(x, idx).logits, direct)
+
+    d = build_distiller("kd", net(), teacher)
+    fit(d, train, test, epochs=3, batch_size=50, cache=True)
+    assert d.teacher_forward_calls == 0  # the cache built above for the same teacher and data was reused
+    clear_memory_cache()
+    d = build_distiller("kd", net(), teacher)
+    fit(d, train, test, epochs=3, batch_size=50, cache=True)
+    assert d.teacher_forward_calls == 1  # one pass over 300 images (batch 512) to fill the cache
+    d = build_distiller("kd", net(), teacher)
+    fit(d, train, test, epochs=3, batch_size=50, cache=False)
+    assert d.teacher_forward_calls == 3 * 6  # every batch of every epoch
+
+
+def test_cache_gives_same_training_as_no_cache(digits):
+    clear_memory_cache()
+    results = []
+    for cache in (True, False):
+        d = build_distiller("kd", net(), teacher_net())
+        fit(d, *digits, epochs=2, batch_size=64, cache=cache)
+        results.append(d.student.state_dict())
+    assert all(torch.allclose(results[0][k], results[1][k], atol=1e-6) for k in results[0])
+
+
+def test_cache_key_tracks_teacher_data_and_transform(digits):
+    train, _ = digits
+    t1, t2 = teacher_net(), teacher_net()
+    assert cache_key(t1, train, None, []) == cache_key(t2, train, None, [])
+    with torch.no_grad():
+        next(t2.parameters())[0, 0] += 1e-3
+    assert cache_key(t1, train, None, []) != cache_key(t2, train, None, [])
+    assert cache_key(t1, train, None, []) != cache_key(t1, load_dataset("digits", "train", size=299), None, [])
+    assert cache_key(t1, train, None, []) != cache_key(t1, train, None, ["0"])
+
+
+def test_cache_refused_under_random_augmentation():
+    train = load_dataset("shapes", "train", size=64)
+    teacher = build_model("cnn_micro", num_classes=10)
+    d = build_distiller("kd", build_model("cnn_micro", num_classes=10), teacher)
+    with pytest.raises(CacheRefusedError, match="random"):
+        fit(d, train, epochs=1, batch_size=32, augment="crop_flip", cache=True)
+    fit(d, train, epochs=1, batch_size=32, augment="crop_flip", cache="auto")
+    assert d.teacher_forward_calls == 2  # auto: no cache, the teacher runs on each augmented batch
+
+
+class Exploding(Distiller):
+    name = "exploding"
+    requires_teacher = False
+
+    def forward(self, x, y, index=None):
+        logits = self.student(x)
+        bad = torch.tensor(float("nan")) if self.calls >= 3 else torch.tensor(0.0)
+        self.calls += 1
+        return logits, {"ce": F.cross_entropy(logits, y), "boom": bad}
+
+
+def test_nan_loss_stops_with_step_and_name(digits, tmp_path):
+    d = Exploding(net())
+    d.calls = 0
+    with pytest.raises(NonFiniteLossError, match=r"'boom' became nan at epoch 1, step 3.*learning rate"):
+        fit(d, *digits, epochs=2, batch_size=50, checkpoint=tmp_path / "ck.pt")
+
+
+def _interrupt_after(epoch):
+    def log(line):
+        if line.startswith(f"epoch {epoch:3d}"):
+            raise KeyboardInterrupt
+
+    return log
+
+
+@pytest.mark.parametrize("cache", [True, False])
+def test_resume_is_bit_identical(digits, tmp_path, cache):
+    """Stop after epoch 2 of 5 and resume: the final weights equal the uninterrupted run's."""
+    clear_memory_cache()
+    cfg = {"epochs": 5, "batch_size": 32, "lr": 0.05, "cache": cache, "seed": 7}
+
+    def make():
+        return build_distiller("kd", net(dropout=0.3, seed=1), teacher_net())
+
+    full = make()
+    fit(full, *digits, config=cfg)
+    path = tmp_path / "run.pt"
+    first = make()
+    with pytest.raises(KeyboardInterrupt):
+        fit(first, *digits, config=cfg, checkpoint=path, log=_interrupt_after(2))
+    resumed = make()
+    result = fit(resumed, *digits, config=cfg, checkpoint=path, resume=path)
+    assert [h["epoch"] for h in result.history] == [1, 2, 3, 4, 5]
+    a, b = full.student.state_dict(), resumed.student.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # and the uninterrupted run's history is reproduced too
+    assert result.history[-1]["test_acc"] == fit(make(), *digits, config=cfg).history[-1]["test_acc"]
+
+
+def test_resume_into_another_model_is_refused(digits, tmp_path):
+    path = tmp_path / "run.pt"
+    fit(net(), *digits, epochs=1, checkpoint=path)
+    with pytest.raises(CheckpointError, match="another model"):
+        fit(net(hidden=(16,)), *digits, epochs=2, resume=path)
+    with pytest.raises(CheckpointError, match="method 'scratch'"):
+        fit(build_distiller("kd", net(), teacher_net()), *digits, epochs=2, resume=path)
+
+
+def test_run_seeds_mean_and_std(digits):
+    run = run_seeds(lambda s: net(seed=s), *digits, seeds=[0, 1, 2], epochs=1, batch_size=64)
+    bests = np.array([r.best_acc for r in run.results])
+    assert run.best == pytest.approx((bests.mean(), bests.std(ddof=1)))
+    assert len({r.best_acc for r in run.results}) > 1 or bests.std() == 0
+
+
+def test_parse_seeds():
+    assert parse_seeds("0,1,2") == [0, 1, 2]
+    assert parse_seeds("0-3") == [0, 1, 2, 3]
+    assert parse_seeds(5) == [5]
+    for bad in ("", "a,b", "1,1", [-1], "0,-1"):
+        with pytest.raises(ConfigError):
+            parse_seeds(bad)
