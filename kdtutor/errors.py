@@ -51,7 +51,7 @@ def closest(name: str, choices: Iterable[str], n: int = 3) -> list[str]:
 def unknown_name(kind: str, name: str, choices: Iterable[str], hint: str = "") -> UnknownNameError:
     """Build an :class:`UnknownNameError` that suggests the closest valid names.
 
-    >>> str(unknown_name("model", "resnet8x5", ["resnet8x4", "resnet32x4"]))  # doctest: +ELLIPSIS
+    >>> str(unknown_name("model", "resnet8x5", ["resnet8x4", "vgg8"]))  # doctest: +ELLIPSIS
     "unknown model 'resnet8x5'. Did you mean 'resnet8x4'? ..."
     """
     choices = sorted(choices)

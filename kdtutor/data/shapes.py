@@ -12,16 +12,12 @@ whose ranges overlap slightly (:class:`ShapesConfig`), so near the boundary some
 genuinely ambiguous and a good teacher's soft targets carry "dark knowledge" about how close
 an image is to the other class of its pair:
 
-====  ==============  ==================================================================
-pair  classes         shared attribute
-====  ==============  ==================================================================
-0     circle/ellipse  aspect ratio of an ellipse (major / minor axis)
-1     square/rectangle aspect ratio of a box
-2     triangle/arrow  length of the arrow's stem relative to its head (0: no stem)
-3     plus/x_cross    rotation angle; a plus turned by 45 degrees is an x (boundary 22.5)
-4     ring/offset_ring offset of the hole's centre from the disk's centre (crescent-like
-                      when the hole breaks through the rim)
-====  ==============  ==================================================================
+* 0 circle / 1 ellipse: aspect ratio of an ellipse (major / minor axis).
+* 2 square / 3 rectangle: aspect ratio of a box.
+* 4 triangle / 5 arrow: length of the arrow's stem relative to its head (0: no stem).
+* 6 plus / 7 x_cross: rotation angle; a plus turned by 45 degrees is an x (boundary 22.5).
+* 8 ring / 9 offset_ring: offset of the hole's centre from the disk's centre (the shape
+  becomes a crescent when the hole breaks through the rim).
 
 The label of image ``index`` is ``index % 10``, so every run of ten consecutive indices holds
 one image of each class and any dataset of ``10 * k`` images is exactly balanced.
@@ -166,7 +162,7 @@ class ShapesConfig:
     offset_split: float = 0.15
     offset_overlap: float = 0.015
     offset_max: float = 0.65
-    contrast_range: tuple[float, float] = (0.15, 0.75)
+    contrast_range: tuple[float, float] = (0.2, 0.75)
     noise_std_range: tuple[float, float] = (0.02, 0.09)
     texture_strength: float = 0.12
     stripe_period_range: tuple[float, float] = (4.0, 12.0)
@@ -174,6 +170,10 @@ class ShapesConfig:
     edge_width: float = 1.0
 
     def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):  # lists (e.g. from JSON) become hashable tuples
+            value = getattr(self, field.name)
+            if isinstance(value, list):
+                object.__setattr__(self, field.name, tuple(value))
         if self.image_size < 8:
             raise ValueError(f"image_size must be at least 8 pixels, got {self.image_size}.")
         lo, hi = self.scale_range
@@ -268,8 +268,7 @@ def _resolve_config(config: ShapesConfig | None, difficulty: dict[str, Any]) -> 
             raise unknown_name(
                 "shapes difficulty knob", name, known, "See kdtutor.data.ShapesConfig."
             )
-    fixed = {k: tuple(v) if isinstance(v, list) else v for k, v in difficulty.items()}
-    return dataclasses.replace(config, **fixed)
+    return dataclasses.replace(config, **difficulty)
 
 
 _POOL_SIZE = 1 << 20
@@ -613,7 +612,9 @@ def _generate_cached(
     return result
 
 
-def _stats(seed: int, cfg: ShapesConfig, train: tuple[np.ndarray, np.ndarray] | None):
+def _stats(
+    seed: int, cfg: ShapesConfig, train: tuple[np.ndarray, np.ndarray] | None
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean/std of the first ``STATS_SAMPLES`` train images of ``(seed, cfg)``."""
     key = (seed, cfg)
     if key not in _STATS:
