@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-
 from torch import Tensor
 
 from .errors import unknown_name

@@ -14,7 +14,7 @@ def seed_everything(seed: int) -> None:
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}.")
     random.seed(seed)
-    np.random.seed(seed % 2**32)
+    np.random.seed(seed % 2**32)  # noqa: NPY002  (seeding the legacy global generator is the point)
     torch.manual_seed(seed)
     torch.cuda.manual_seed_all(seed)
 
@@ -30,7 +30,7 @@ def set_deterministic(enabled: bool = True) -> None:
 
 def rng_state() -> dict[str, object]:
     """Every global RNG state, in a form ``torch.load(weights_only=True)`` accepts."""
-    np_state = np.random.get_state()
+    np_state = np.random.get_state()  # noqa: NPY002
     state: dict[str, object] = {
         "python": random.getstate(),
         "numpy": {
@@ -51,7 +51,7 @@ def set_rng_state(state: dict[str, object]) -> None:
     python = state["python"]
     random.setstate((python[0], tuple(python[1]), python[2]))  # type: ignore[index]
     np_state = state["numpy"]
-    np.random.set_state(
+    np.random.set_state(  # noqa: NPY002
         (
             "MT19937",
             np_state["keys"].numpy().astype(np.uint32),  # type: ignore[index]

@@ -52,7 +52,7 @@ RECIPES: dict[str, ZooRecipe] = {
             model="cnn_large",
             dataset="shapes",
             description="the book's main teacher: a ~1M-parameter CNN on the procedural shapes dataset",
-            train={"epochs": 12, "batch_size": 128, "lr": 0.05, "optimizer": "sgd", "schedule": "cosine"},
+            train={"epochs": 30, "batch_size": 128, "lr": 0.05, "schedule": "cosine", "augment": "crop_flip"},
         ),
         ZooRecipe(
             name="mnist5k_cnn",

@@ -83,7 +83,7 @@ def test_from_dict_converts_and_validates():
     assert demo.T == 2.0 and isinstance(demo.T, float) and demo.milestones == (1, 2)
     with pytest.raises(ConfigError, match="Did you mean 'epochs'"):
         from_dict(Demo, {"epocs": 3})
-    with pytest.raises(ConfigError, match="Demo.epochs must be int"):
+    with pytest.raises(ConfigError, match=r"Demo\.epochs must be int"):
         from_dict(Demo, {"epochs": "three"})
     with pytest.raises(ConfigError, match="must be float"):
         from_dict(Demo, {"T": True})

@@ -52,7 +52,7 @@ def test_kd_forward_is_weighted_ce_plus_kd():
     d = build_distiller("kd", student, teacher, T=3.0, alpha=0.3, beta=0.7)
     x, y = torch.randn(8, 1, 8, 8), torch.randint(0, 10, (8,))
     d.train()
-    logits, losses = d(x, y)
+    _logits, losses = d(x, y)
     assert set(losses) == {"ce", "kd"}
     zs, zt = student(x), teacher(x)
     p_t = torch.softmax(zt / 3, 1)
