@@ -196,3 +196,18 @@ def test_parse_seeds():
     for bad in ("", "a,b", "1,1", [-1], "0,-1"):
         with pytest.raises(ConfigError):
             parse_seeds(bad)
+
+
+def test_cache_works_with_batchnorm_teacher():
+    """BatchNorm buffers include a 0-dim counter; the weights digest must hash it too."""
+    train = load_dataset("shapes", "train", size=40)
+    teacher = build_model("cnn_micro", num_classes=10).eval()
+    d = build_distiller("kd", build_model("cnn_micro", num_classes=10), teacher)
+    cache = attach_teacher_cache(d, train, None, mode=True)
+    x, _ = train.batch(torch.arange(40))
+    with torch.no_grad():
+        assert torch.equal(cache.lookup(torch.arange(40)).logits, teacher(x))
+    before = cache_key(teacher, train, None, [])
+    bn = next(m for m in teacher.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    bn.running_mean.add_(0.5)
+    assert cache_key(teacher, train, None, []) != before
