@@ -63,7 +63,9 @@ def weights_digest(model: nn.Module) -> str:
     return digest.hexdigest()
 
 
-def cache_key(teacher: nn.Module, dataset: _Dataset, augment: _Transform | None, paths: Sequence[str]) -> str:
+def cache_key(
+    teacher: nn.Module, dataset: _Dataset, augment: _Transform | None, paths: Sequence[str]
+) -> str:
     """The key under which a teacher's outputs on ``dataset`` are cached."""
     parts = [
         weights_digest(teacher),
@@ -120,12 +122,16 @@ def build_cache(
         out = distiller.compute_teacher_outputs(x.to(device))
         if logits is None:
             logits = torch.empty((n, *out.logits.shape[1:]), dtype=out.logits.dtype)
-            features = {k: torch.empty((n, *v.shape[1:]), dtype=v.dtype) for k, v in out.features.items()}
+            features = {
+                k: torch.empty((n, *v.shape[1:]), dtype=v.dtype) for k, v in out.features.items()
+            }
         logits[index] = out.logits.float().cpu()
         for k, v in out.features.items():
             features[k][index] = v.cpu()
     if logits is None:
-        raise KDTutorError("cannot cache teacher outputs of an empty dataset: the training split has no samples.")
+        raise KDTutorError(
+            "cannot cache teacher outputs of an empty dataset: the training split has no samples."
+        )
     return TeacherCache(key, logits, features)
 
 

@@ -26,6 +26,11 @@ EXAMPLES = {
     "models": """examples:
   kdtutor models
   kdtutor models --num-classes 100 --family cifar_resnet --latency""",
+    "methods": """examples:
+  kdtutor methods""",
+    "datasets": """examples:
+  kdtutor datasets
+  KDTUTOR_DATA=~/datasets kdtutor distill --dataset cifar100 --student resnet8x4 --method scratch""",
     "zoo": """examples:
   kdtutor zoo list
   kdtutor zoo verify
@@ -50,7 +55,9 @@ def _parse_sets(items: Sequence[str]) -> dict[str, Any]:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise argparse.ArgumentTypeError(f"--set expects KEY=VALUE (e.g. --set T=4), got {item!r}")
+            raise argparse.ArgumentTypeError(
+                f"--set expects KEY=VALUE (e.g. --set T=4), got {item!r}"
+            )
         values[key.strip()] = _parse_value(value.strip())
     return values
 
@@ -95,7 +102,9 @@ def cmd_distill(args: argparse.Namespace) -> int:
     test = load_dataset(args.dataset, "test", size=test_size, root=args.data)
     out = Path(args.out) if args.out else None
     if out is not None and not out.parent.exists():
-        raise KDTutorError(f"cannot write results to {out}: the folder {out.parent} does not exist. Create it first.")
+        raise KDTutorError(
+            f"cannot write results to {out}: the folder {out.parent} does not exist. Create it first."
+        )
 
     teacher = None
     if args.teacher and args.teacher != "none":
@@ -106,7 +115,9 @@ def cmd_distill(args: argparse.Namespace) -> int:
         teacher = load_teacher(args.teacher)
 
     def make(seed: int):
-        student = build_model(args.student, num_classes=train.num_classes, in_channels=train.in_channels)
+        student = build_model(
+            args.student, num_classes=train.num_classes, in_channels=train.in_channels
+        )
         return build_distiller(args.method, student, teacher, hparams)
 
     fit_config = {
@@ -165,12 +176,17 @@ def cmd_models(args: argparse.Namespace) -> int:
     names = [n for n in list_models() if not args.family or model_info(n).family == args.family]
     if not names:
         raise KDTutorError(f"no model in family {args.family!r}.")
-    print(f"{'model':<16} {'family':<14} {'params':>12} {'MFLOPs':>10}" + (f" {'latency ms':>11}" if args.latency else ""))
+    print(
+        f"{'model':<16} {'family':<14} {'params':>12} {'MFLOPs':>10}"
+        + (f" {'latency ms':>11}" if args.latency else "")
+    )
     for name in names:
         info = model_info(name)
         in_channels, size = (1, 28) if info.family == "mlp" else (3, 32)
         model = build_model(name, num_classes=args.num_classes, in_channels=in_channels)
-        summary = model_summary(model, (1, in_channels, size, size), latency_runs=10 if args.latency else 0)
+        summary = model_summary(
+            model, (1, in_channels, size, size), latency_runs=10 if args.latency else 0
+        )
         line = f"{name:<16} {info.family:<14} {summary.params:>12,} {summary.flops / 1e6:>10.1f}"
         if args.latency:
             line += f" {summary.latency_ms:>11.2f}"
@@ -193,7 +209,9 @@ def cmd_datasets(args: argparse.Namespace) -> int:
     for name in list_datasets():
         info = dataset_info(name)
         where = "offline" if info.offline else "needs KDTUTOR_DATA"
-        print(f"{name:<14} {info.num_classes:>4} classes  {info.in_channels}x{info.image_size}x{info.image_size}  {where:<18} {info.description}")
+        print(
+            f"{name:<14} {info.num_classes:>4} classes  {info.in_channels}x{info.image_size}x{info.image_size}  {where:<18} {info.description}"
+        )
     return 0
 
 
@@ -202,13 +220,17 @@ def cmd_zoo(args: argparse.Namespace) -> int:
 
     if args.action == "list":
         manifest = zoo.read_manifest()
-        print(f"{'teacher':<18} {'model':<12} {'dataset':<10} {'params':>10} {'test %':>7} {'train s':>8}  status")
+        print(
+            f"{'teacher':<18} {'model':<12} {'dataset':<10} {'params':>10} {'test %':>7} {'train s':>8}  status"
+        )
         for name in zoo.list_teachers():
             recipe = zoo.RECIPES.get(name)
             entry = manifest.get(name, {})
             model = entry.get("model") or (recipe.model if recipe else "?")
             dataset = entry.get("dataset") or (recipe.dataset if recipe else "?")
-            status = "shipped" if entry and (zoo.zoo_dir() / entry["file"]).exists() else "not trained"
+            status = (
+                "shipped" if entry and (zoo.zoo_dir() / entry["file"]).exists() else "not trained"
+            )
             acc = f"{entry['test_acc']:.2f}" if entry else "-"
             secs = f"{entry['train_seconds']:.0f}" if entry else "-"
             params = f"{entry['params']:,}" if entry else "-"
@@ -217,13 +239,17 @@ def cmd_zoo(args: argparse.Namespace) -> int:
     if args.action == "verify":
         names = [args.name] if args.name else sorted(zoo.read_manifest())
         if not names:
-            raise KDTutorError("the zoo manifest lists no teachers yet: train one with `kdtutor zoo train NAME`.")
+            raise KDTutorError(
+                "the zoo manifest lists no teachers yet: train one with `kdtutor zoo train NAME`."
+            )
         for name in names:
             path = zoo.verify(name)
             print(f"ok  {name}  {path}")
         return 0
     if not args.name:
-        raise KDTutorError("`kdtutor zoo train` needs a teacher name; `kdtutor zoo list` lists them.")
+        raise KDTutorError(
+            "`kdtutor zoo train` needs a teacher name; `kdtutor zoo list` lists them."
+        )
     overrides = {"epochs": args.epochs} if args.epochs else {}
     entry = zoo.train_teacher(args.name, progress=args.progress, **overrides)
     print(json.dumps(entry, indent=2))
@@ -237,13 +263,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kdtutor",
         description="Knowledge distillation in computer vision: train, distil, compare.",
-        epilog="Run `kdtutor COMMAND --help` for a command's options and examples.",
+        epilog="examples:\n  kdtutor distill --dataset shapes --teacher zoo:shapes_cnn_large --student cnn_small "
+        "--method kd --epochs 15\n  kdtutor models\n\nRun `kdtutor COMMAND --help` for a command's options and examples.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"kdtutor {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     formatter = argparse.RawDescriptionHelpFormatter
 
-    p = sub.add_parser("distill", help="train a student (with a teacher) over seeds", epilog=EXAMPLES["distill"], formatter_class=formatter)
+    p = sub.add_parser(
+        "distill",
+        help="train a student (with a teacher) over seeds",
+        epilog=EXAMPLES["distill"],
+        formatter_class=formatter,
+    )
     p.add_argument("--dataset", required=True, help="dataset name (`kdtutor datasets`)")
     p.add_argument("--student", required=True, help="student model name (`kdtutor models`)")
     p.add_argument("--teacher", default="none", help="zoo:<name> (`kdtutor zoo list`) or none")
@@ -254,35 +287,79 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=_positive_float, default=0.05)
     p.add_argument("--optimizer", choices=["sgd", "adam", "adamw"], default="sgd")
     p.add_argument("--schedule", choices=["cosine", "step", "constant"], default="cosine")
-    p.add_argument("--augment", default=None, help="training augmentation: none or crop_flip (disables the cache)")
-    p.add_argument("--no-cache", dest="cache", action="store_false", help="always run the teacher, never cache its outputs")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="method hyperparameter, e.g. --set T=4 (repeatable)")
-    p.add_argument("--train-size", type=_positive_int, default=None, help="use the first N training samples")
-    p.add_argument("--test-size", type=_positive_int, default=None, help="use the first N test samples")
-    p.add_argument("--scale", choices=["smoke", "book", "full"], default=None, help="default: $KDTUTOR_SCALE or book")
+    p.add_argument(
+        "--augment",
+        default=None,
+        help="training augmentation: none or crop_flip (disables the cache)",
+    )
+    p.add_argument(
+        "--no-cache",
+        dest="cache",
+        action="store_false",
+        help="always run the teacher, never cache its outputs",
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="method hyperparameter, e.g. --set T=4 (repeatable)",
+    )
+    p.add_argument(
+        "--train-size", type=_positive_int, default=None, help="use the first N training samples"
+    )
+    p.add_argument(
+        "--test-size", type=_positive_int, default=None, help="use the first N test samples"
+    )
+    p.add_argument(
+        "--scale",
+        choices=["smoke", "book", "full"],
+        default=None,
+        help="default: $KDTUTOR_SCALE or book",
+    )
     p.add_argument("--data", default=None, help="folder of real datasets (default: $KDTUTOR_DATA)")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA when present)")
+    p.add_argument(
+        "--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA when present)"
+    )
     p.add_argument("--out", default=None, help="write the results as JSON here")
     p.add_argument("--progress", action="store_true", default=None, help="show progress bars")
     p.add_argument("--verbose", action="store_true", help="print one line per epoch")
     p.set_defaults(func=cmd_distill)
 
-    p = sub.add_parser("models", help="list models with parameters and FLOPs", epilog=EXAMPLES["models"], formatter_class=formatter)
+    p = sub.add_parser(
+        "models",
+        help="list models with parameters and FLOPs",
+        epilog=EXAMPLES["models"],
+        formatter_class=formatter,
+    )
     p.add_argument("--num-classes", type=_positive_int, default=10)
     p.add_argument("--family", default=None, help="only this family (e.g. cifar_resnet, small_cnn)")
     p.add_argument("--latency", action="store_true", help="also measure CPU latency at batch 1")
     p.set_defaults(func=cmd_models)
 
-    p = sub.add_parser("methods", help="list distillation methods and their papers")
+    p = sub.add_parser(
+        "methods",
+        help="list distillation methods and their papers",
+        epilog=EXAMPLES["methods"],
+        formatter_class=formatter,
+    )
     p.set_defaults(func=cmd_methods)
 
-    p = sub.add_parser("datasets", help="list datasets")
+    p = sub.add_parser(
+        "datasets", help="list datasets", epilog=EXAMPLES["datasets"], formatter_class=formatter
+    )
     p.set_defaults(func=cmd_datasets)
 
-    p = sub.add_parser("zoo", help="list, verify or train the shipped teachers", epilog=EXAMPLES["zoo"], formatter_class=formatter)
+    p = sub.add_parser(
+        "zoo",
+        help="list, verify or train the shipped teachers",
+        epilog=EXAMPLES["zoo"],
+        formatter_class=formatter,
+    )
     p.add_argument("action", choices=["list", "verify", "train"])
     p.add_argument("name", nargs="?", default=None, help="teacher name (verify: default all)")
-    p.add_argument("--epochs", type=_positive_int, default=None, help="train: override the recipe's epochs")
+    p.add_argument(
+        "--epochs", type=_positive_int, default=None, help="train: override the recipe's epochs"
+    )
     p.add_argument("--progress", action="store_true", default=None, help="show progress bars")
     p.set_defaults(func=cmd_zoo)
     return parser

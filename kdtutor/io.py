@@ -48,7 +48,9 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO[A
         raise
 
 
-def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[Any]], None], mode: str = "wb") -> None:
+def atomic_write(
+    path: str | os.PathLike[str], write: Callable[[IO[Any]], None], mode: str = "wb"
+) -> None:
     """Call ``write(handle)`` on a temporary file and atomically move it to ``path``."""
     with atomic_open(path, mode) as handle:
         write(handle)

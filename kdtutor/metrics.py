@@ -34,5 +34,3 @@ def get_metric(name: str) -> Metric:
         return METRICS[name]
     except KeyError:
         raise unknown_name("metric", name, METRICS) from None
-
-

@@ -74,11 +74,17 @@ class TrainConfig:
         non_negative("warmup_epochs", self.warmup_epochs, "train")
         non_negative("seed", self.seed, "train")
         if self.optimizer not in ("sgd", "adam", "adamw"):
-            raise ConfigError(f"train.optimizer must be 'sgd', 'adam' or 'adamw', got {self.optimizer!r}.")
+            raise ConfigError(
+                f"train.optimizer must be 'sgd', 'adam' or 'adamw', got {self.optimizer!r}."
+            )
         if self.schedule not in ("cosine", "step", "constant"):
-            raise ConfigError(f"train.schedule must be 'cosine', 'step' or 'constant', got {self.schedule!r}.")
+            raise ConfigError(
+                f"train.schedule must be 'cosine', 'step' or 'constant', got {self.schedule!r}."
+            )
         if any(m <= 0 or m >= self.epochs for m in self.milestones):
-            raise ConfigError(f"train.milestones must lie in 1..epochs-1 (epochs={self.epochs}), got {self.milestones}.")
+            raise ConfigError(
+                f"train.milestones must lie in 1..epochs-1 (epochs={self.epochs}), got {self.milestones}."
+            )
         get_metric(self.metric)
 
 
@@ -123,7 +129,11 @@ def make_optimizer(params: Iterable[nn.Parameter], cfg: TrainConfig) -> torch.op
         raise KDTutorError("nothing to train: the distiller has no trainable parameters.")
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(
-            params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=cfg.nesterov
+            params,
+            lr=cfg.lr,
+            momentum=cfg.momentum,
+            weight_decay=cfg.weight_decay,
+            nesterov=cfg.nesterov,
         )
     if cfg.optimizer == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -142,7 +152,9 @@ def lr_factor(epoch: int, cfg: TrainConfig) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * (epoch - cfg.warmup_epochs) / span))
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> torch.optim.lr_scheduler.LambdaLR:
+def make_scheduler(
+    optimizer: torch.optim.Optimizer, cfg: TrainConfig
+) -> torch.optim.lr_scheduler.LambdaLR:
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: lr_factor(epoch, cfg))
 
 
@@ -186,7 +198,9 @@ def _signature(state: dict[str, Tensor]) -> dict[str, list[int]]:
     return {k: list(v.shape) for k, v in state.items()}
 
 
-def _check_finite(losses: dict[str, Tensor], epoch: int, step: int, lr: float, checkpoint: Path | None) -> None:
+def _check_finite(
+    losses: dict[str, Tensor], epoch: int, step: int, lr: float, checkpoint: Path | None
+) -> None:
     for name, value in losses.items():
         if not torch.isfinite(value).all():
             kept = (
@@ -276,7 +290,9 @@ def fit(
             sums: dict[str, float] = {}
             hits, seen = 0.0, 0
             epoch_start = time.perf_counter()
-            bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not show, leave=False)
+            bar = tqdm(
+                loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not show, leave=False
+            )
             for batch in bar:
                 x = batch.x.to(device, non_blocking=True)
                 y = batch.y.to(device, non_blocking=True)
@@ -292,7 +308,9 @@ def fit(
                 optimizer.zero_grad(set_to_none=True)
                 total.backward()
                 if cfg.max_grad_norm is not None:
-                    torch.nn.utils.clip_grad_norm_(list(distiller.trainable_parameters()), cfg.max_grad_norm)
+                    torch.nn.utils.clip_grad_norm_(
+                        list(distiller.trainable_parameters()), cfg.max_grad_norm
+                    )
                 optimizer.step()
                 step += 1
                 n = y.shape[0]
@@ -310,12 +328,18 @@ def fit(
             }
             if test_data is not None:
                 record["test_acc"] = evaluate(
-                    distiller, test_data, batch_size=cfg.eval_batch_size, device=device, metric=cfg.metric
+                    distiller,
+                    test_data,
+                    batch_size=cfg.eval_batch_size,
+                    device=device,
+                    metric=cfg.metric,
                 )
             record["seconds"] = time.perf_counter() - epoch_start
             history.append(record)
             if checkpoint_path is not None:
-                _save_checkpoint(checkpoint_path, distiller, optimizer, scheduler, epoch, history, cfg)
+                _save_checkpoint(
+                    checkpoint_path, distiller, optimizer, scheduler, epoch, history, cfg
+                )
             if log is not None:
                 log(_epoch_line(record))
     finally:
@@ -334,7 +358,9 @@ def _epoch_line(record: dict[str, Any]) -> str:
     )
 
 
-def _summarize(method: str, history: list[dict[str, Any]], seconds: float, cfg: TrainConfig) -> FitResult:
+def _summarize(
+    method: str, history: list[dict[str, Any]], seconds: float, cfg: TrainConfig
+) -> FitResult:
     key = "test_acc" if history and "test_acc" in history[0] else "train_acc"
     accs = [h[key] for h in history]
     best = max(range(len(accs)), key=accs.__getitem__)
@@ -370,7 +396,9 @@ def _save_checkpoint(
             "scheduler": scheduler.state_dict(),
             "rng": rng_state(),
             "history": history,
-            "config": {k: v for k, v in dataclasses.asdict(cfg).items() if not isinstance(v, tuple)},
+            "config": {
+                k: v for k, v in dataclasses.asdict(cfg).items() if not isinstance(v, tuple)
+            },
         },
         path,
     )
@@ -384,7 +412,9 @@ def _load_checkpoint(
 ) -> tuple[int, list[dict[str, Any]]]:
     ckpt = safe_load(path)
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path} is not a kdtutor training checkpoint (expected format {CHECKPOINT_FORMAT}).")
+        raise CheckpointError(
+            f"{path} is not a kdtutor training checkpoint (expected format {CHECKPOINT_FORMAT})."
+        )
     if ckpt["method"] != distiller.name:
         raise CheckpointError(
             f"{path} was saved by method {ckpt['method']!r}, but this run uses {distiller.name!r}. "
@@ -393,7 +423,9 @@ def _load_checkpoint(
     expected = _signature(distiller.trainable_state_dict())
     if ckpt["signature"] != expected:
         saved = ckpt["signature"]
-        differing = [k for k in sorted(set(expected) | set(saved)) if expected.get(k) != saved.get(k)][:3]
+        differing = [
+            k for k in sorted(set(expected) | set(saved)) if expected.get(k) != saved.get(k)
+        ][:3]
         raise CheckpointError(
             f"{path} was saved for another model: parameters {differing} differ in name or shape. "
             "Resume with the same student architecture (and connectors), or start a new run."
@@ -471,7 +503,9 @@ def parse_seeds(seeds: str | int | Sequence[int]) -> list[int]:
     else:
         values = list(seeds)
     if not values or any(not isinstance(s, int) or isinstance(s, bool) or s < 0 for s in values):
-        raise ConfigError(f"seeds must be a non-empty list of non-negative integers, got {seeds!r}.")
+        raise ConfigError(
+            f"seeds must be a non-empty list of non-negative integers, got {seeds!r}."
+        )
     if len(set(values)) != len(values):
         raise ConfigError(f"seeds {values} repeat a value: every seed should appear once.")
     return values

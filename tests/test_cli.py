@@ -13,12 +13,32 @@ def test_distill_kd_on_shapes_smoke_end_to_end(tmp_path):
     out = tmp_path / "results.json"
     proc = subprocess.run(
         [
-            sys.executable, "-m", "kdtutor", "distill",
-            "--dataset", "shapes", "--teacher", "zoo:shapes_cnn_large", "--student", "cnn_tiny",
-            "--method", "kd", "--epochs", "1", "--seeds", "0,1", "--scale", "smoke",
-            "--set", "T=4", "--out", str(out),
+            sys.executable,
+            "-m",
+            "kdtutor",
+            "distill",
+            "--dataset",
+            "shapes",
+            "--teacher",
+            "zoo:shapes_cnn_large",
+            "--student",
+            "cnn_tiny",
+            "--method",
+            "kd",
+            "--epochs",
+            "1",
+            "--seeds",
+            "0,1",
+            "--scale",
+            "smoke",
+            "--set",
+            "T=4",
+            "--out",
+            str(out),
         ],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
     assert "method kd" in proc.stdout and "mean" in proc.stdout
@@ -31,10 +51,32 @@ def test_distill_kd_on_shapes_smoke_end_to_end(tmp_path):
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["distill", "--dataset", "shapes", "--student", "cnn_tiny", "--method", "kdd"], "Did you mean 'kd'"),
-        (["distill", "--dataset", "shapez", "--student", "cnn_tiny", "--method", "scratch"], "unknown dataset"),
-        (["distill", "--dataset", "digits", "--student", "cnn_tiny", "--method", "kd"], "needs a teacher"),
-        (["distill", "--dataset", "digits", "--student", "x", "--seeds", "a,b", "--method", "scratch"], "seeds"),
+        (
+            ["distill", "--dataset", "shapes", "--student", "cnn_tiny", "--method", "kdd"],
+            "Did you mean 'kd'",
+        ),
+        (
+            ["distill", "--dataset", "shapez", "--student", "cnn_tiny", "--method", "scratch"],
+            "unknown dataset",
+        ),
+        (
+            ["distill", "--dataset", "digits", "--student", "cnn_tiny", "--method", "kd"],
+            "needs a teacher",
+        ),
+        (
+            [
+                "distill",
+                "--dataset",
+                "digits",
+                "--student",
+                "x",
+                "--seeds",
+                "a,b",
+                "--method",
+                "scratch",
+            ],
+            "seeds",
+        ),
         (["zoo", "train"], "needs a teacher name"),
         (["zoo", "verify", "nope"], "unknown zoo teacher"),
     ],
@@ -47,7 +89,12 @@ def test_bad_input_exits_2_with_a_clear_message(argv, message, capsys):
 
 @pytest.mark.parametrize(
     "argv",
-    [["distill"], ["distill", "--dataset", "shapes", "--student", "cnn_tiny", "--epochs", "0"], ["frobnicate"], []],
+    [
+        ["distill"],
+        ["distill", "--dataset", "shapes", "--student", "cnn_tiny", "--epochs", "0"],
+        ["frobnicate"],
+        [],
+    ],
 )
 def test_argparse_misuse_prints_usage(argv, capsys):
     with pytest.raises(SystemExit) as exc:

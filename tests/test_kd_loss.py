@@ -34,7 +34,9 @@ def test_batchmean_not_elementwise_mean():
     torch.manual_seed(0)
     zs, zt = torch.randn(4, 5), torch.randn(4, 5)
     one = kd_loss(zs, zt, 2.0)
-    assert kd_loss(torch.cat([zs, zs]), torch.cat([zt, zt]), 2.0).item() == pytest.approx(one.item(), rel=1e-6)
+    assert kd_loss(torch.cat([zs, zs]), torch.cat([zt, zt]), 2.0).item() == pytest.approx(
+        one.item(), rel=1e-6
+    )
     # elementwise "mean" reduction would be smaller by the number of classes
     pt, log_ps = torch.softmax(zt / 2, 1), torch.log_softmax(zs / 2, 1)
     elementwise = (pt * (pt.log() - log_ps)).mean() * 4

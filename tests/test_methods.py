@@ -63,7 +63,9 @@ def test_kd_forward_is_weighted_ce_plus_kd():
 
 def test_teacher_frozen_and_in_eval_mode(digits):
     train, test = digits
-    teacher = build_model("mlp", num_classes=10, in_channels=1, image_size=8, hidden=(64,), dropout=0.5)
+    teacher = build_model(
+        "mlp", num_classes=10, in_channels=1, image_size=8, hidden=(64,), dropout=0.5
+    )
     before = copy.deepcopy(teacher.state_dict())
     d = build_distiller("kd", mlp(), teacher)
     d.train()

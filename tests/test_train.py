@@ -23,7 +23,9 @@ def digits():
 
 def net(hidden=(32,), dropout=0.0, seed=0):
     torch.manual_seed(seed)
-    return build_model("mlp", num_classes=10, in_channels=1, image_size=8, hidden=hidden, dropout=dropout)
+    return build_model(
+        "mlp", num_classes=10, in_channels=1, image_size=8, hidden=hidden, dropout=dropout
+    )
 
 
 def teacher_net():
@@ -47,7 +49,9 @@ def test_schedules():
     cos = TrainConfig(epochs=10, lr=0.1)
     assert lr_factor(0, cos) == 1.0 and lr_factor(5, cos) == pytest.approx(0.5)
     step = TrainConfig(epochs=240, schedule="step", milestones=(150, 180, 210))
-    assert [lr_factor(e, step) for e in (149, 150, 180, 239)] == pytest.approx([1, 0.1, 0.01, 0.001])
+    assert [lr_factor(e, step) for e in (149, 150, 180, 239)] == pytest.approx(
+        [1, 0.1, 0.01, 0.001]
+    )
     warm = TrainConfig(epochs=10, warmup_epochs=2, schedule="constant")
     assert [lr_factor(e, warm) for e in (0, 1, 2)] == pytest.approx([1 / 3, 2 / 3, 1])
 
@@ -60,7 +64,14 @@ def test_recorded_lr_follows_cosine(digits):
 
 @pytest.mark.parametrize(
     "bad",
-    [{"epochs": 0}, {"batch_size": -1}, {"lr": 0}, {"optimizer": "rmsprop"}, {"milestones": (0,)}, {"epoch": 3}],
+    [
+        {"epochs": 0},
+        {"batch_size": -1},
+        {"lr": 0},
+        {"optimizer": "rmsprop"},
+        {"milestones": (0,)},
+        {"epoch": 3},
+    ],
 )
 def test_bad_config_is_a_clear_error(digits, bad):
     with pytest.raises(ConfigError):
@@ -82,7 +93,9 @@ def test_cache_hit_identical_and_skips_teacher(digits):
 
     d = build_distiller("kd", net(), teacher)
     fit(d, train, test, epochs=3, batch_size=50, cache=True)
-    assert d.teacher_forward_calls == 0  # the cache built above for the same teacher and data was reused
+    assert (
+        d.teacher_forward_calls == 0
+    )  # the cache built above for the same teacher and data was reused
     clear_memory_cache()
     d = build_distiller("kd", net(), teacher)
     fit(d, train, test, epochs=3, batch_size=50, cache=True)
@@ -109,7 +122,9 @@ def test_cache_key_tracks_teacher_data_and_transform(digits):
     with torch.no_grad():
         next(t2.parameters())[0, 0] += 1e-3
     assert cache_key(t1, train, None, []) != cache_key(t2, train, None, [])
-    assert cache_key(t1, train, None, []) != cache_key(t1, load_dataset("digits", "train", size=299), None, [])
+    assert cache_key(t1, train, None, []) != cache_key(
+        t1, load_dataset("digits", "train", size=299), None, []
+    )
     assert cache_key(t1, train, None, []) != cache_key(t1, train, None, ["0"])
 
 
@@ -137,7 +152,9 @@ class Exploding(Distiller):
 def test_nan_loss_stops_with_step_and_name(digits, tmp_path):
     d = Exploding(net())
     d.calls = 0
-    with pytest.raises(NonFiniteLossError, match=r"'boom' became nan at epoch 1, step 3.*learning rate"):
+    with pytest.raises(
+        NonFiniteLossError, match=r"'boom' became nan at epoch 1, step 3.*learning rate"
+    ):
         fit(d, *digits, epochs=2, batch_size=50, checkpoint=tmp_path / "ck.pt")
 
 
@@ -170,7 +187,9 @@ def test_resume_is_bit_identical(digits, tmp_path, cache):
     a, b = full.student.state_dict(), resumed.student.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     # and the uninterrupted run's history is reproduced too
-    assert result.history[-1]["test_acc"] == fit(make(), *digits, config=cfg).history[-1]["test_acc"]
+    assert (
+        result.history[-1]["test_acc"] == fit(make(), *digits, config=cfg).history[-1]["test_acc"]
+    )
 
 
 def test_resume_into_another_model_is_refused(digits, tmp_path):

@@ -29,11 +29,15 @@ def test_train_ship_and_load(tiny_zoo):
     folder, recipe = tiny_zoo
     entry = zoo.train_teacher(recipe.name, log=None)
     manifest = json.loads((folder / "manifest.json").read_text())
-    assert manifest[recipe.name]["sha256"] == sha256_file(folder / "digits_tiny.pt") == entry["sha256"]
+    assert (
+        manifest[recipe.name]["sha256"] == sha256_file(folder / "digits_tiny.pt") == entry["sha256"]
+    )
     teacher = zoo.load_teacher("zoo:digits_tiny")
     assert not teacher.training
     blob = torch.load(folder / "digits_tiny.pt", weights_only=True)
-    assert all(v.dtype == torch.float16 for v in blob["state_dict"].values() if v.is_floating_point())
+    assert all(
+        v.dtype == torch.float16 for v in blob["state_dict"].values() if v.is_floating_point()
+    )
     assert entry["test_acc"] > 10 and entry["train_seconds"] > 0
 
 
@@ -44,7 +48,9 @@ def test_checksum_mismatch_is_an_error_naming_the_file(tiny_zoo):
     data = bytearray(path.read_bytes())
     data[-10] ^= 0xFF
     path.write_bytes(bytes(data))
-    with pytest.raises(ChecksumError, match=r"digits_tiny\.pt has sha256 .* but the manifest expects"):
+    with pytest.raises(
+        ChecksumError, match=r"digits_tiny\.pt has sha256 .* but the manifest expects"
+    ):
         zoo.load_teacher(recipe.name)
 
 

@@ -17,7 +17,9 @@ def _check_logits(student_logits: Tensor, teacher_logits: Tensor, temperature: f
             "classes: build both with the same num_classes."
         )
     if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}. Hinton et al. use T in 1..20; try T=4.")
+        raise ValueError(
+            f"temperature must be > 0, got {temperature}. Hinton et al. use T in 1..20; try T=4."
+        )
 
 
 def kd_loss(

@@ -59,7 +59,9 @@ class Distiller(nn.Module):
     hparams_cls: ClassVar[type[HParams]] = HParams
     requires_teacher: ClassVar[bool] = True
 
-    def __init__(self, student: nn.Module, teacher: nn.Module | None = None, hparams: HParams | None = None):
+    def __init__(
+        self, student: nn.Module, teacher: nn.Module | None = None, hparams: HParams | None = None
+    ):
         super().__init__()
         if not isinstance(student, nn.Module):
             raise TypeError(f"student must be an nn.Module, got {type(student).__name__}.")
@@ -71,7 +73,9 @@ class Distiller(nn.Module):
             )
         hparams = hparams if hparams is not None else self.hparams_cls()
         if not isinstance(hparams, self.hparams_cls):
-            raise TypeError(f"{self.name} expects {self.hparams_cls.__name__}, got {type(hparams).__name__}.")
+            raise TypeError(
+                f"{self.name} expects {self.hparams_cls.__name__}, got {type(hparams).__name__}."
+            )
         hparams.validate()
         self.hparams = hparams
         self.student = student
@@ -113,7 +117,9 @@ class Distiller(nn.Module):
             return TeacherOutputs(logits, dict(fx.features))
 
     # -- the contract -------------------------------------------------------------------------
-    def forward(self, x: Tensor, y: Tensor, index: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+    def forward(
+        self, x: Tensor, y: Tensor, index: Tensor | None = None
+    ) -> tuple[Tensor, dict[str, Tensor]]:
         """Training step: the student's logits and a dict of named, weighted losses."""
         raise NotImplementedError
 

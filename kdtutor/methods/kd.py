@@ -38,7 +38,9 @@ class KD(Distiller):
     paper = "Hinton, Vinyals, Dean (2015). Distilling the Knowledge in a Neural Network"
     hparams_cls = KDHParams
 
-    def forward(self, x: Tensor, y: Tensor, index: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+    def forward(
+        self, x: Tensor, y: Tensor, index: Tensor | None = None
+    ) -> tuple[Tensor, dict[str, Tensor]]:
         hp = self.hparams
         logits = self.student(x)
         teacher = self.teacher_outputs(x, index)

@@ -21,7 +21,9 @@ def register_method(cls: D) -> D:
     if not cls.name:
         raise ValueError(f"{cls.__name__} needs a class attribute `name` to be registered.")
     if cls.name in _METHODS and _METHODS[cls.name] is not cls:
-        raise ValueError(f"method name {cls.name!r} is already registered by {_METHODS[cls.name].__name__}.")
+        raise ValueError(
+            f"method name {cls.name!r} is already registered by {_METHODS[cls.name].__name__}."
+        )
     _METHODS[cls.name] = cls
     return cls
 

@@ -31,6 +31,10 @@ class Scratch(Distiller):
     hparams_cls = ScratchHParams
     requires_teacher = False
 
-    def forward(self, x: Tensor, y: Tensor, index: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+    def forward(
+        self, x: Tensor, y: Tensor, index: Tensor | None = None
+    ) -> tuple[Tensor, dict[str, Tensor]]:
         logits = self.student(x)
-        return logits, {"ce": F.cross_entropy(logits, y, label_smoothing=self.hparams.label_smoothing)}
+        return logits, {
+            "ce": F.cross_entropy(logits, y, label_smoothing=self.hparams.label_smoothing)
+        }
