@@ -22,6 +22,7 @@ test: venv lint
 
 lint: venv
 	$(VENV)/bin/ruff check kdtutor tests scripts
+	$(VENV)/bin/ruff format --check kdtutor tests scripts
 
 ## book: the package is installed and checked; the Jupyter Book arrives with the book issue
 book: venv
