@@ -84,7 +84,7 @@ def _positive_float(text: str) -> float:
 
 # --------------------------------------------------------------------------------------------
 def cmd_distill(args: argparse.Namespace) -> int:
-    from .data import load_dataset
+    from .data import dataset_info, load_dataset
     from .io import atomic_write_json
     from .methods import build_distiller, get_method
     from .models import build_model
@@ -95,9 +95,16 @@ def cmd_distill(args: argparse.Namespace) -> int:
     scale = current_scale(args.scale)
     seeds = parse_seeds(args.seeds)
     hparams = _parse_sets(args.set or [])
-    get_method(args.method)  # fail fast on an unknown name, before loading anything
-    train_size = args.train_size or (SMOKE_SIZES["train"] if scale == "smoke" else None)
-    test_size = args.test_size or (SMOKE_SIZES["test"] if scale == "smoke" else None)
+    method = get_method(args.method)  # fail fast on bad input, before loading anything
+    if method.requires_teacher and args.teacher in (None, "none"):
+        raise KDTutorError(
+            f"method {args.method!r} needs a teacher: add --teacher zoo:<name> (see `kdtutor zoo list`), "
+            "or use --method scratch to train the student alone."
+        )
+    sizes = dataset_info(args.dataset).sizes
+    smoke = scale == "smoke"
+    train_size = args.train_size or (min(SMOKE_SIZES["train"], sizes[0]) if smoke else None)
+    test_size = args.test_size or (min(SMOKE_SIZES["test"], sizes[1]) if smoke else None)
     train = load_dataset(args.dataset, "train", size=train_size, root=args.data)
     test = load_dataset(args.dataset, "test", size=test_size, root=args.data)
     out = Path(args.out) if args.out else None
@@ -371,7 +378,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))
-    except (KDTutorError, argparse.ArgumentTypeError) as exc:
+    except (KDTutorError, ValueError, argparse.ArgumentTypeError) as exc:
         print(f"kdtutor {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -234,7 +234,7 @@ def train_teacher(
         "test_acc": round(result.last_acc, 2),
         "test_acc_fp16": round(fp16_acc, 2),
         "best_acc": round(result.best_acc, 2),
-        "train_seconds": round(seconds, 1),
+        "train_seconds": round(seconds, 2),
         "machine": f"{platform.machine()}, {os.cpu_count()} cpus, torch {torch.__version__}, threads {torch.get_num_threads()}",
         "date": _dt.date.today().isoformat(),
         "command": f"kdtutor zoo train {recipe.name}",

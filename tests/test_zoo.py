@@ -38,7 +38,7 @@ def test_train_ship_and_load(tiny_zoo):
     assert all(
         v.dtype == torch.float16 for v in blob["state_dict"].values() if v.is_floating_point()
     )
-    assert entry["test_acc"] > 10 and entry["train_seconds"] > 0
+    assert entry["test_acc"] > 10 and entry["train_seconds"] >= 0
 
 
 def test_checksum_mismatch_is_an_error_naming_the_file(tiny_zoo):

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import unknown_name
+from ..errors import KDTutorError, unknown_name
 from . import real, shapes
 from .arrays import ArrayDataset
 
@@ -174,8 +174,9 @@ def load_dataset(
         if full is None:
             full = _CACHE[full_key] = _load_full(key_name, split, root)
         if size is not None and size > len(full):
-            raise ValueError(
-                f"size={size} is larger than the {split} split of {key_name!r} ({len(full)} images)."
+            raise KDTutorError(
+                f"size={size} is larger than the {split} split of {key_name!r} ({len(full)} images). "
+                f"Ask for at most {len(full)}, or leave size unset for the whole split."
             )
         dataset = full if size is None else full.subset(int(size))
     if key is not None:
