@@ -92,7 +92,8 @@ class TrainConfig:
 class FitResult:
     """What a training run returns: the per-epoch history and its summary.
 
-    Accuracies are percentages on the test split (the train split when no test split is given).
+    Accuracies are percentages on the test split (the train split when no test split is given);
+    ``seconds`` sums the epochs' times (building a teacher-output cache is not included).
     """
 
     method: str
@@ -279,7 +280,6 @@ def fit(
 
     attach_teacher_cache(distiller, train_data, augment, mode=cfg.cache, device=device)
     show = sys.stderr.isatty() if progress is None else progress
-    started = time.perf_counter()
     step = 0
     try:
         for epoch in range(start_epoch, cfg.epochs):
@@ -346,7 +346,7 @@ def fit(
         distiller._cache = None
         if cfg.deterministic:
             set_deterministic(False)
-    return _summarize(distiller.name, history, time.perf_counter() - started, cfg)
+    return _summarize(distiller.name, history, cfg)
 
 
 def _epoch_line(record: dict[str, Any]) -> str:
@@ -358,9 +358,7 @@ def _epoch_line(record: dict[str, Any]) -> str:
     )
 
 
-def _summarize(
-    method: str, history: list[dict[str, Any]], seconds: float, cfg: TrainConfig
-) -> FitResult:
+def _summarize(method: str, history: list[dict[str, Any]], cfg: TrainConfig) -> FitResult:
     key = "test_acc" if history and "test_acc" in history[0] else "train_acc"
     accs = [h[key] for h in history]
     best = max(range(len(accs)), key=accs.__getitem__)
@@ -370,7 +368,7 @@ def _summarize(
         best_acc=accs[best],
         best_epoch=history[best]["epoch"],
         last_acc=accs[-1],
-        seconds=sum(h["seconds"] for h in history) if history else seconds,
+        seconds=sum(h["seconds"] for h in history),
         config=dataclasses.asdict(cfg),
     )
 
