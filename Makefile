@@ -4,7 +4,9 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv test lint book clean
+CHROMIUM := /usr/bin/chromium
+
+.PHONY: venv browser test lint book book-student clean
 
 ## venv: create .venv with the pinned dependencies (idempotent; redone when pyproject.toml changes)
 venv: $(STAMP)
@@ -15,19 +17,29 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev]"
 	@touch $(STAMP)
 
+## browser: headless Chromium for the book's browser test (Debian package; needs root the first time)
+browser:
+	@test -x $(CHROMIUM) || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+	  || { echo "Chromium is needed by the browser test: run 'apt-get install chromium' as root."; exit 1; }
+
 ## test: lint, then every test (pytest's "no tests ran" counts as a failure)
-test: venv lint
+test: venv lint browser
 	$(PY) -m pytest -q; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest ran no test: failing"; exit 1; fi; exit $$rc
 
 lint: venv
-	$(VENV)/bin/ruff check kdtutor tests scripts
-	$(VENV)/bin/ruff format --check kdtutor tests scripts
+	$(VENV)/bin/ruff check kdtutor tests scripts book/_ext
+	$(VENV)/bin/ruff format --check kdtutor tests scripts book/_ext
 
-## book: the package is installed and checked; the Jupyter Book arrives with the book issue
+## book: re-run the notebooks whose source or package changed (book scale), then build the HTML
 book: venv
-	$(PY) -c "import kdtutor; print('kdtutor', kdtutor.__version__, 'installed')"
-	@echo "The Jupyter Book build arrives with the book issue (#4); for now 'make book' installs the package."
+	$(PY) scripts/execute_notebooks.py --changed
+	$(PY) scripts/build_book.py
+	@echo "open _build/html/index.html"
+
+## book-student: the student edition, exercise solutions removed
+book-student: venv
+	$(PY) scripts/build_book.py --student
 
 clean:
 	rm -rf _build .pytest_cache .ruff_cache

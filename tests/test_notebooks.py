@@ -1,0 +1,145 @@
+"""The book's notebooks: conventions of the committed files, a papermill run at smoke scale, nbval.
+
+See book/CONVENTIONS.md. Every notebook listed in _toc.yml is checked.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from execute_notebooks import source_hash, toc_notebooks  # noqa: E402
+
+NOTEBOOKS = toc_notebooks()
+IDS = [str(p.relative_to(ROOT / "book")) for p in NOTEBOOKS]
+
+
+def tags(cell) -> list[str]:
+    return cell.get("metadata", {}).get("tags", [])
+
+
+def test_the_book_has_notebooks():
+    assert len(NOTEBOOKS) >= 5, f"expected the chapters' notebooks in _toc.yml, found {IDS}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_committed_notebook_follows_conventions(path):
+    nb = nbformat.read(path, as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.lstrip().startswith("# "), (
+        "starts with a title"
+    )
+    assert "parameters" in tags(code[0]), "the first code cell must be tagged 'parameters'"
+    assert 'SCALE = os.environ.get("KDTUTOR_SCALE", "book")' in code[0].source
+    assert any("claim" in tags(c) for c in code), (
+        "claims at book scale belong in cells tagged 'claim'"
+    )
+    assert "papermill" not in nb.metadata and not any(
+        "injected-parameters" in tags(c) for c in nb.cells
+    )
+    counts = [c.execution_count for c in code]
+    assert counts == list(range(1, len(code) + 1)), (
+        f"execution counts must run 1..n in order, got {counts}"
+    )
+    for cell in code:
+        for out in cell.outputs:
+            assert out.output_type != "error", f"error output in cell {cell.execution_count}"
+            assert not (out.output_type == "stream" and out.name == "stderr"), (
+                f"stderr output (warnings, progress bars) in cell {cell.execution_count}: {out.text[:200]!r}"
+            )
+            if "image/png" in out.get("data", {}):
+                figure = cell.metadata.get("mystnb", {}).get("figure", {})
+                assert figure.get("caption") and figure.get("name"), (
+                    f"cell {cell.execution_count} draws a figure without mystnb.figure caption and name"
+                )
+    meta = nb.metadata.get("kdtutor", {})
+    assert meta.get("scale") == "book", (
+        "outputs must come from a book-scale run (scripts/execute_notebooks.py)"
+    )
+    assert meta.get("source_sha256") == source_hash(nb), (
+        "the notebook's source changed since its outputs were made: re-run "
+        f"`python scripts/execute_notebooks.py {path.relative_to(ROOT)}`"
+    )
+
+
+def _chapter_exercises(folder: Path) -> int:
+    count = 0
+    for path in NOTEBOOKS:
+        if path.parent == folder:
+            nb = nbformat.read(path, as_version=4)
+            count += sum(
+                c.source.count("```{exercise}") for c in nb.cells if c.cell_type == "markdown"
+            )
+    return count
+
+
+@pytest.mark.parametrize("chapter", sorted({p.parent for p in NOTEBOOKS}), ids=lambda p: p.name)
+def test_each_chapter_has_three_exercises_with_solutions(chapter):
+    assert _chapter_exercises(chapter) >= 3
+    for path in NOTEBOOKS:
+        if path.parent == chapter:
+            text = "\n".join(c.source for c in nbformat.read(path, as_version=4).cells)
+            assert text.count("```{exercise}") == text.count("```{solution}"), (
+                f"{path.name}: a solution per exercise"
+            )
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_notebook_runs_at_smoke_scale(path, tmp_path):
+    """papermill, fresh kernel, SCALE="smoke" injected: the notebook runs top to bottom."""
+    import papermill
+
+    env_before = os.environ.get("KDTUTOR_SCALE")
+    os.environ["KDTUTOR_SCALE"] = "smoke"
+    try:
+        papermill.execute_notebook(
+            str(path),
+            str(tmp_path / path.name),
+            parameters={"SCALE": "smoke"},
+            cwd=str(path.parent),
+            kernel_name="python3",
+            progress_bar=False,
+            execution_timeout=300,
+        )
+    finally:
+        if env_before is None:
+            os.environ.pop("KDTUTOR_SCALE", None)
+        else:
+            os.environ["KDTUTOR_SCALE"] = env_before
+
+
+def test_nbval_lax_rechecks_scale_independent_cells():
+    """nbval re-runs every notebook (smoke scale) and compares the cells tagged nbval-check-output."""
+    flagged = [
+        p
+        for p in NOTEBOOKS
+        if any("nbval-check-output" in tags(c) for c in nbformat.read(p, as_version=4).cells)
+    ]
+    assert flagged, "no notebook tags a scale-independent cell with 'nbval-check-output'"
+    env = {**os.environ, "KDTUTOR_SCALE": "smoke"}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "--nbval-lax",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            *map(str, flagged),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
