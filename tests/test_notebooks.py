@@ -143,3 +143,19 @@ def test_nbval_lax_rechecks_scale_independent_cells():
         timeout=900,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+
+
+def test_source_hash_ignores_outputs_but_not_sources():
+    """`make book` skips a notebook only when its cells' sources (and the package) are unchanged."""
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell("# T"), nbformat.v4.new_code_cell("x = 1")]
+    before = source_hash(nb)
+    nb.cells[1].outputs = [nbformat.v4.new_output("stream", text="1")]
+    nb.cells[1].execution_count = 3
+    nb.metadata["kdtutor"] = {"seconds": 1.0}
+    assert source_hash(nb) == before
+    nb.cells[1].source = "x = 2"
+    assert source_hash(nb) != before
+    nb.cells[1].source = "x = 1"
+    nb.cells[1].metadata["tags"] = ["claim"]
+    assert source_hash(nb) != before
