@@ -69,3 +69,82 @@ def soft_cross_entropy(logits: Tensor, target_probs: Tensor) -> Tensor:
             f"logits {tuple(logits.shape)} and target probabilities {tuple(target_probs.shape)} differ."
         )
     return -(target_probs * torch.log_softmax(logits, dim=1)).sum(dim=1).mean()
+
+
+def dkd_loss(
+    student_logits: Tensor,
+    teacher_logits: Tensor,
+    target: Tensor,
+    temperature: float = 4.0,
+) -> tuple[Tensor, Tensor]:
+    r"""The two parts of decoupled knowledge distillation: TCKD and NCKD.
+
+    With :math:`b = [p_y, 1 - p_y]` the binary target/non-target split of the softened
+    distribution and :math:`\hat p` the distribution over the non-target classes alone,
+
+    .. math::
+        \mathrm{TCKD} = T^2\,\frac{1}{B}\sum_i \mathrm{KL}(b_t \| b_s), \qquad
+        \mathrm{NCKD} = T^2\,\frac{1}{B}\sum_i \mathrm{KL}(\hat p_t \| \hat p_s),
+
+    and per sample the classical KD loss decomposes exactly as
+    :math:`\mathrm{KL}(p_t\|p_s) = \mathrm{KL}(b_t\|b_s) + (1 - p_{t,y})\,\mathrm{KL}(\hat p_t\|\hat p_s)`:
+    KD couples NCKD to the teacher's confidence, which DKD removes by weighting the two
+    terms independently (:math:`\alpha\,\mathrm{TCKD} + \beta\,\mathrm{NCKD}`).
+
+    Paper: Zhao, Cui, Song, Qiu, Liang (2022), *Decoupled Knowledge Distillation*.
+
+    Returns:
+        ``(tckd, nckd)``, both scalars, unweighted (the Distiller applies alpha, beta and warm-up).
+    """
+    _check_logits(student_logits, teacher_logits, temperature)
+    target_mask = F.one_hot(target, student_logits.shape[1]).bool()
+    p_s = F.softmax(student_logits / temperature, dim=1)
+    p_t = F.softmax(teacher_logits / temperature, dim=1)
+    b_s = torch.stack([p_s[target_mask], 1 - p_s[target_mask]], dim=1).clamp_min(1e-12)
+    b_t = torch.stack([p_t[target_mask], 1 - p_t[target_mask]], dim=1).clamp_min(1e-12)
+    tckd = (b_t * (b_t.log() - b_s.log())).sum(1).mean()
+    masked = float("-inf")
+    log_hat_s = F.log_softmax(
+        (student_logits / temperature).masked_fill(target_mask, masked), dim=1
+    )
+    log_hat_t = F.log_softmax(
+        (teacher_logits / temperature).masked_fill(target_mask, masked), dim=1
+    )
+    terms = log_hat_t.exp() * (log_hat_t - log_hat_s)
+    nckd = terms.masked_fill(target_mask, 0.0).sum(1).mean()
+    return tckd * temperature**2, nckd * temperature**2
+
+
+def _pearson_rows(a: Tensor, b: Tensor, eps: float = 1e-8) -> Tensor:
+    """Pearson correlation between matching rows of ``a`` and ``b``."""
+    a = a - a.mean(dim=1, keepdim=True)
+    b = b - b.mean(dim=1, keepdim=True)
+    return (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1) + eps)
+
+
+def dist_loss(
+    student_logits: Tensor, teacher_logits: Tensor, temperature: float = 4.0
+) -> tuple[Tensor, Tensor]:
+    r"""DIST's inter-class and intra-class relation losses.
+
+    With :math:`P^s, P^t \in \mathbb{R}^{B\times K}` the softened predictions and
+    :math:`\rho` the Pearson correlation,
+
+    .. math::
+        \mathcal{L}_{inter} = T^2\Big(1 - \frac{1}{B}\sum_i \rho(P^s_{i,:}, P^t_{i,:})\Big),\qquad
+        \mathcal{L}_{intra} = T^2\Big(1 - \frac{1}{K}\sum_k \rho(P^s_{:,k}, P^t_{:,k})\Big).
+
+    Matching correlations instead of exact probabilities relaxes KD's KL to a relation the
+    student can meet even when the teacher is much stronger.
+
+    Paper: Huang, You, Wang, Qian, Xu (2022), *Knowledge Distillation from A Stronger Teacher*.
+
+    Returns:
+        ``(inter, intra)``, both scalars, unweighted.
+    """
+    _check_logits(student_logits, teacher_logits, temperature)
+    p_s = F.softmax(student_logits / temperature, dim=1)
+    p_t = F.softmax(teacher_logits / temperature, dim=1)
+    inter = 1 - _pearson_rows(p_s, p_t).mean()
+    intra = 1 - _pearson_rows(p_s.t(), p_t.t()).mean()
+    return inter * temperature**2, intra * temperature**2
