@@ -87,3 +87,14 @@ def test_from_dict_converts_and_validates():
         from_dict(Demo, {"epochs": "three"})
     with pytest.raises(ConfigError, match="must be float"):
         from_dict(Demo, {"T": True})
+
+
+def test_atomic_write_gives_normal_permissions(tmp_path):
+    fresh = tmp_path / "new.txt"
+    atomic_write_text(fresh, "x")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert fresh.stat().st_mode & 0o777 == 0o666 & ~mask
+    fresh.chmod(0o640)
+    atomic_write_text(fresh, "y")
+    assert fresh.stat().st_mode & 0o777 == 0o640
