@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
+from tqdm import tqdm  # not tqdm.auto: it warns on stderr in Jupyter without ipywidgets
 
 from .cache import attach_teacher_cache
 from .config import ConfigError, from_dict, non_negative, positive
