@@ -45,7 +45,11 @@ def ensure_mathjax() -> Path:
 def student_config() -> Path:
     """``_config.yml`` with sphinx-exercise's ``hide_solutions`` switched on."""
     config = yaml.safe_load((ROOT / "_config.yml").read_text())
-    config.setdefault("sphinx", {}).setdefault("config", {})["hide_solutions"] = True
+    sphinx = config.setdefault("sphinx", {})
+    sphinx.setdefault("config", {})["hide_solutions"] = True
+    # paths in the config are relative to its folder: this copy lives in _build/
+    sphinx["local_extensions"] = {k: str(ROOT / v) for k, v in sphinx.get("local_extensions", {}).items()}
+    config["bibtex_bibfiles"] = [str(ROOT / f) for f in config.get("bibtex_bibfiles", [])]
     config["title"] = config.get("title", "") + " (student edition)"
     path = ROOT / "_build" / "_config_student.yml"
     path.parent.mkdir(parents=True, exist_ok=True)
