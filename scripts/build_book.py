@@ -48,7 +48,9 @@ def student_config() -> Path:
     sphinx = config.setdefault("sphinx", {})
     sphinx.setdefault("config", {})["hide_solutions"] = True
     # paths in the config are relative to its folder: this copy lives in _build/
-    sphinx["local_extensions"] = {k: str(ROOT / v) for k, v in sphinx.get("local_extensions", {}).items()}
+    sphinx["local_extensions"] = {
+        k: str(ROOT / v) for k, v in sphinx.get("local_extensions", {}).items()
+    }
     config["bibtex_bibfiles"] = [str(ROOT / f) for f in config.get("bibtex_bibfiles", [])]
     config["title"] = config.get("title", "") + " (student edition)"
     path = ROOT / "_build" / "_config_student.yml"
