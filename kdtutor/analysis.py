@@ -21,9 +21,10 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import Tensor, nn
 
-from .data import ArrayDataset, BatchLoader
+from .data import ArrayDataset
 from .errors import ShapeMismatchError
 from .losses.response import kd_loss
+from .train import predict_logits
 
 __all__ = [
     "class_similarity_matrix",
@@ -85,35 +86,6 @@ def mean_entropy_by_temperature(logits: Tensor, temperatures: Iterable[float]) -
         of :math:`H(\mathrm{softmax}(z / T_i))`.
     """
     return torch.stack([entropy(soft_targets(logits, float(T))).mean() for T in temperatures])
-
-
-@torch.no_grad()
-def predict_logits(
-    model: nn.Module, dataset: ArrayDataset, *, batch_size: int = 512
-) -> tuple[Tensor, Tensor]:
-    """Run ``model`` (in ``eval()`` mode, no gradients) over a dataset, in order.
-
-    The model's previous train/eval mode is restored afterwards.
-
-    Args:
-        model: A classifier returning ``(B, K)`` logits, on the CPU or on its own device.
-        dataset: The split to predict.
-        batch_size: Images per forward pass.
-
-    Returns:
-        ``(logits, labels)``: float32 ``(N, K)`` on the CPU and int64 ``(N,)``.
-    """
-    device = next(iter(model.parameters()), torch.empty(0)).device
-    was_training = model.training
-    model.eval()
-    outputs, labels = [], []
-    try:
-        for batch in BatchLoader(dataset, batch_size):
-            outputs.append(model(batch.x.to(device)).float().cpu())
-            labels.append(batch.y)
-    finally:
-        model.train(was_training)
-    return torch.cat(outputs), torch.cat(labels)
 
 
 def class_similarity_matrix(

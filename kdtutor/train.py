@@ -160,6 +160,40 @@ def make_scheduler(
 
 
 @torch.no_grad()
+def predict_logits(
+    model: nn.Module,
+    dataset: ArrayDataset,
+    *,
+    batch_size: int = 512,
+    device: torch.device | str | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Logits of ``model`` (a Distiller's student, or any classifier) on every sample, in order.
+
+    The model runs in ``eval()`` mode without gradients on ``device`` (default: the device its
+    parameters are on); its previous train/eval mode is restored afterwards.
+
+    Returns:
+        ``(logits, labels)``: float32 ``(N, K)`` and int64 ``(N,)``, on the CPU.
+    """
+    if device is None:
+        device = next(iter(model.parameters()), torch.empty(0)).device
+    predict = model.predict if isinstance(model, Distiller) else model
+    was_training = model.training
+    model.eval()
+    logits, labels = [], []
+    try:
+        for batch in BatchLoader(dataset, batch_size):
+            logits.append(predict(batch.x.to(device)).float().cpu())
+            labels.append(batch.y)
+    finally:
+        model.train(was_training)
+    if not logits:
+        raise KDTutorError(
+            "cannot predict on an empty dataset split: check the dataset name, split and size."
+        )
+    return torch.cat(logits), torch.cat(labels)
+
+
 def evaluate(
     model: nn.Module,
     dataset: ArrayDataset,
@@ -170,20 +204,8 @@ def evaluate(
 ) -> float:
     """The metric (a percentage) of ``model`` (a Distiller's student, or any classifier) on ``dataset``."""
     device = resolve_device(str(device) if device is not None else None)
-    predict = model.predict if isinstance(model, Distiller) else model
-    score = get_metric(metric)
-    was_training = model.training
-    model.eval()
-    total, count = 0.0, 0
-    try:
-        for batch in BatchLoader(dataset, batch_size):
-            logits = predict(batch.x.to(device))
-            s, n = score(logits.float(), batch.y.to(device))
-            total, count = total + s, count + n
-    finally:
-        model.train(was_training)
-    if count == 0:
-        raise KDTutorError("cannot evaluate on an empty dataset split.")
+    logits, labels = predict_logits(model, dataset, batch_size=batch_size, device=device)
+    total, count = get_metric(metric)(logits, labels)
     return 100.0 * total / count
 
 

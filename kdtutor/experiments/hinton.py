@@ -38,12 +38,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..data import ArrayDataset, BatchLoader
+from ..data import ArrayDataset
 from ..errors import KDTutorError, NonFiniteLossError
 from ..methods import Distiller, build_distiller
 from ..models import build_model
 from ..seeding import seed_everything
-from ..train import fit, resolve_device
+from ..train import fit, predict_logits
 
 __all__ = [
     "HINTON_2015_MNIST",
@@ -264,31 +264,6 @@ def shift_class_bias(
 # --------------------------------------------------------------------------------------------
 # counting errors
 # --------------------------------------------------------------------------------------------
-@torch.no_grad()
-def predict_logits(
-    model: nn.Module,
-    dataset: ArrayDataset,
-    *,
-    batch_size: int = 512,
-    device: str | torch.device | None = None,
-) -> tuple[Tensor, Tensor]:
-    """``(logits, targets)`` of ``model`` (in eval mode) over ``dataset``, in order, on the CPU."""
-    dev = resolve_device(str(device) if device is not None else None)
-    predict = model.predict if isinstance(model, Distiller) else model
-    was_training = model.training
-    model.eval()
-    logits, targets = [], []
-    try:
-        for batch in BatchLoader(dataset, batch_size):
-            logits.append(predict(batch.x.to(dev)).float().cpu())
-            targets.append(batch.y)
-    finally:
-        model.train(was_training)
-    if not logits:
-        raise KDTutorError("cannot count errors on an empty dataset.")
-    return torch.cat(logits), torch.cat(targets)
-
-
 def _errors_from_logits(logits: Tensor, targets: Tensor, num_classes: int) -> Tensor:
     wrong = logits.argmax(dim=1) != targets
     return torch.bincount(targets[wrong], minlength=num_classes)
