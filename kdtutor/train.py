@@ -286,6 +286,7 @@ def fit(
     seed_everything(cfg.seed)
     if cfg.deterministic:
         set_deterministic(True)
+    distiller.bind_data(train_data)
     distiller.to(device)
 
     augment = build_augment(cfg.augment)

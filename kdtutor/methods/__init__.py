@@ -1,11 +1,25 @@
-"""Distillation methods behind one contract (:class:`Distiller`), registered by name."""
+"""Distillation methods behind one contract (:class:`Distiller`), registered by name.
 
-from . import dist, dkd, kd, scratch  # noqa: F401  (registers the methods)
+Every module of this package that defines a method registers it on import; they are all
+imported here, so ``build_distiller`` and ``kdtutor methods`` see every method.
+"""
+
+import importlib
+import pkgutil
+
 from .base import Distiller, HParams, TeacherOutputs
+from .feature_base import FeatureDistiller, FeatureHParams
 from .registry import build_distiller, get_method, list_methods, register_method
+
+_INFRASTRUCTURE = {"base", "feature_base", "registry"}
+for _module in pkgutil.iter_modules(__path__):
+    if _module.name not in _INFRASTRUCTURE and not _module.name.startswith("_"):
+        importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = [
     "Distiller",
+    "FeatureDistiller",
+    "FeatureHParams",
     "HParams",
     "TeacherOutputs",
     "build_distiller",

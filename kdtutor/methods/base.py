@@ -137,6 +137,13 @@ class Distiller(nn.Module):
     def on_epoch_start(self, epoch: int, epochs: int) -> None:
         """Hook called by the trainer before each epoch (e.g. for loss warm-up)."""
 
+    def bind_data(self, train_data: Any) -> None:
+        """Hook called by the trainer with the training split, before the optimizer is built.
+
+        Methods that size state by the dataset (CRD's memory bank) or check the input shape
+        (feature methods) override it.
+        """
+
     def train(self, mode: bool = True) -> Distiller:
         super().train(mode)
         if self.teacher is not None:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import inspect
+from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
 from torch import nn
@@ -46,11 +47,16 @@ def build_distiller(
     student: nn.Module,
     teacher: nn.Module | None = None,
     hparams: Mapping[str, Any] | None = None,
+    *,
+    input_shape: Sequence[int] | None = None,
     **overrides: Any,
 ) -> Distiller:
     """Build method ``name`` around ``student`` (and ``teacher``) from a flat dict of hyperparameters.
 
     Unknown keys and wrong types are errors; unspecified keys take the paper's defaults.
+    ``input_shape`` (one sample, e.g. ``(3, 32, 32)``) lets feature-based methods learn the
+    feature shapes and build their connectors; by default it is guessed from the student
+    (32x32 images with the channels of its first convolution).
 
     Example:
         >>> distiller = build_distiller("kd", student, teacher, T=4, alpha=0.1, beta=0.9)  # doctest: +SKIP
@@ -58,4 +64,6 @@ def build_distiller(
     cls = get_method(name)
     values = {**(hparams or {}), **overrides}
     params = from_dict(cls.hparams_cls, values, what=f"method {name!r}")
+    if "input_shape" in inspect.signature(cls.__init__).parameters:
+        return cls(student, teacher, params, input_shape=input_shape)  # type: ignore[call-arg]
     return cls(student, teacher, params)
