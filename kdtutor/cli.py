@@ -31,6 +31,11 @@ EXAMPLES = {
     "datasets": """examples:
   kdtutor datasets
   KDTUTOR_DATA=~/datasets kdtutor distill --dataset cifar100 --student resnet8x4 --method scratch""",
+    "bench": """examples:
+  kdtutor bench --suite knowledge --preset smoke
+  kdtutor bench --suite knowledge --preset book --jobs 2
+  kdtutor bench --suite knowledge --preset book --methods scratch,kd,crd --seeds 0
+  KDTUTOR_DATA=~/datasets kdtutor bench --suite knowledge --preset full --device cuda""",
     "zoo": """examples:
   kdtutor zoo list
   kdtutor zoo verify
@@ -125,7 +130,9 @@ def cmd_distill(args: argparse.Namespace) -> int:
         student = build_model(
             args.student, num_classes=train.num_classes, in_channels=train.in_channels
         )
-        return build_distiller(args.method, student, teacher, hparams)
+        return build_distiller(
+            args.method, student, teacher, hparams, input_shape=tuple(train.images.shape[1:])
+        )
 
     fit_config = {
         "epochs": args.epochs,
@@ -263,6 +270,37 @@ def cmd_zoo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench.knowledge import compare_with_published, run_suite, summarize
+    from .train import parse_seeds
+
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
+    seeds = parse_seeds(args.seeds) if args.seeds else None
+    rows = run_suite(
+        args.preset,
+        methods=methods,
+        seeds=seeds,
+        out=args.out,
+        jobs=args.jobs,
+        command="kdtutor " + " ".join(sys.argv[1:]),
+    )
+    table = summarize(rows)
+    print(f"{'pair':<22} {'method':<9} {'best %':>14} {'last %':>14} {'seeds':>5}")
+    for r in table:
+        print(
+            f"{r['pair']:<22} {r['method']:<9} {r['best_mean']:>7.2f} ± {r['best_std']:<4.2f}"
+            f" {r['last_mean']:>7.2f} ± {r['last_std']:<4.2f} {r['seeds']:>5}"
+        )
+    if any(r["method"] == "scratch" for r in table):
+        comparison = compare_with_published(table)
+        if len(comparison.methods) >= 2:
+            print(
+                f"Spearman rank correlation with the published gains ({len(comparison.methods)} "
+                f"methods): {comparison.spearman:.3f}"
+            )
+    return 0
+
+
 # --------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
@@ -355,6 +393,22 @@ def build_parser() -> argparse.ArgumentParser:
         "datasets", help="list datasets", epilog=EXAMPLES["datasets"], formatter_class=formatter
     )
     p.set_defaults(func=cmd_datasets)
+
+    p = sub.add_parser(
+        "bench",
+        help="run a benchmark suite and write its CSV to data/results/",
+        epilog=EXAMPLES["bench"],
+        formatter_class=formatter,
+    )
+    p.add_argument("--suite", choices=["knowledge"], required=True)
+    p.add_argument("--preset", choices=["smoke", "book", "full"], default="book")
+    p.add_argument("--methods", default=None, help="comma-separated subset (default: all)")
+    p.add_argument("--seeds", default=None, help="override the preset's seeds, e.g. 0,1,2")
+    p.add_argument(
+        "--out", default=None, help="CSV path (default data/results/<suite>_<preset>.csv)"
+    )
+    p.add_argument("--jobs", type=_positive_int, default=1, help="parallel processes")
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser(
         "zoo",

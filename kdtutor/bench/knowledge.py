@@ -1,0 +1,432 @@
+"""The knowledge-types suite: every response-, feature- and relation-based method, side by side.
+
+``kdtutor bench --suite knowledge --preset book`` trains each method on two teacher-student
+pairs over three seeds on ``shapes`` and writes one CSV row per run (best and last test
+accuracy, time) to ``data/results/knowledge_<preset>.csv``, with the command, commit, date and
+machine in ``#`` comment lines at the top. A run already in the file is skipped, so an
+interrupted suite continues where it stopped. :func:`summarize` and :func:`compare_with_published`
+turn the rows into the comparison chapter's table and rank correlation.
+
+``--preset full`` is RepDistiller's protocol (Tian et al., 2020) on CIFAR-100 from
+``$KDTUTOR_DATA``: the four published pairs, 240 epochs, SGD lr 0.05 (x0.1 at 150, 180, 210),
+batch 64, crop+flip, each method's published loss weights (our defaults). It needs a GPU and
+the four teachers' weights (see :func:`load_pair_teacher`).
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import io
+import os
+import platform
+import subprocess
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import DataNotFoundError, KDTutorError, unknown_name
+from ..io import atomic_write_text
+from .published import PUBLISHED_CIFAR100, PUBLISHED_SOURCE, published_gains
+from .stats import mean_std, spearman
+
+__all__ = [
+    "FAMILY",
+    "KNOWLEDGE_METHODS",
+    "PRESETS",
+    "PUBLISHED_CIFAR100",
+    "Pair",
+    "Preset",
+    "compare_with_published",
+    "get_preset",
+    "load_results",
+    "method_hparams",
+    "run_one",
+    "run_suite",
+    "summarize",
+]
+
+KNOWLEDGE_METHODS: tuple[str, ...] = (
+    "scratch", "kd", "dkd", "dist", "tfkd",
+    "fitnet", "at", "nst", "ft", "ab", "fsp", "vid", "ofd", "reviewkd",
+    "rkd", "sp", "cc", "pkt", "crd", "irg",
+)  # fmt: skip
+"""The suite's methods: the baseline, then response-, feature- and relation-based ones."""
+
+FAMILY = {
+    **dict.fromkeys(("scratch",), "baseline"),
+    **dict.fromkeys(("kd", "dkd", "dist", "tfkd"), "response"),
+    **dict.fromkeys(("fitnet", "at", "nst", "ft", "ab", "fsp", "vid", "ofd", "reviewkd"), "feature"),
+    **dict.fromkeys(("rkd", "sp", "cc", "pkt", "crd", "irg"), "relation"),
+}  # fmt: skip
+
+# Methods whose schedule-dependent hyperparameters are given in epochs of RepDistiller's
+# 240-epoch protocol; at reduced scale they are shrunk in proportion (at least one epoch).
+_EPOCH_HPARAMS = {
+    "dkd": {"warmup_epochs": 20},
+    "reviewkd": {"warmup_epochs": 20},
+    "ft": {"init_epochs": 30},
+    "ab": {"init_epochs": 30},
+    "fsp": {"init_epochs": 30},
+}
+_PROTOCOL_EPOCHS = 240
+
+
+@dataclass(frozen=True)
+class Pair:
+    """A teacher-student pair: the teacher is a zoo name (``shapes_cnn_large``) at reduced
+    scale or a model name whose weights come from ``$KDTUTOR_DATA/teachers`` at full scale."""
+
+    teacher: str
+    student: str
+    label: str
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Data sizes, schedule and seeds of a suite preset."""
+
+    dataset: str
+    pairs: tuple[Pair, ...]
+    epochs: int
+    seeds: tuple[int, ...]
+    train_size: int | None = None
+    test_size: int | None = None
+    batch_size: int = 64
+    lr: float = 0.05
+    schedule: str = "cosine"
+    milestones: tuple[int, ...] = ()
+    augment: str | None = None
+    threads: int | None = 1
+    train: dict[str, Any] = field(default_factory=dict)
+
+
+SHAPES_PAIRS = (
+    Pair("shapes_cnn_large", "cnn_small", "cnn_large->cnn_small"),
+    Pair("shapes_cnn_large", "resnet8", "cnn_large->resnet8"),
+)
+REPDISTILLER_PAIRS = (
+    Pair("wrn_40_2", "wrn_16_2", "wrn_40_2->wrn_16_2"),
+    Pair("resnet56", "resnet20", "resnet56->resnet20"),
+    Pair("resnet32x4", "resnet8x4", "resnet32x4->resnet8x4"),
+    Pair("vgg13", "vgg8", "vgg13->vgg8"),
+)
+
+PRESETS: dict[str, Preset] = {
+    "smoke": Preset("shapes", SHAPES_PAIRS, epochs=1, seeds=(0,), train_size=256, test_size=128),
+    "book": Preset(
+        "shapes", SHAPES_PAIRS, epochs=8, seeds=(0, 1, 2), train_size=2000, test_size=1000
+    ),
+    "full": Preset(
+        "cifar100",
+        REPDISTILLER_PAIRS,
+        epochs=240,
+        seeds=(0, 1, 2),
+        schedule="step",
+        milestones=(150, 180, 210),
+        augment="crop_flip",
+        threads=None,
+    ),
+}
+
+
+def get_preset(name: str) -> Preset:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise unknown_name("preset", name, PRESETS, hint="Presets: smoke, book, full.") from None
+
+
+def method_hparams(method: str, epochs: int) -> dict[str, Any]:
+    """Hyperparameters that depend on the schedule, shrunk from 240 epochs to ``epochs``."""
+    if epochs >= _PROTOCOL_EPOCHS:
+        return {}
+    return {
+        key: max(1, round(value * epochs / _PROTOCOL_EPOCHS))
+        for key, value in _EPOCH_HPARAMS.get(method, {}).items()
+    }
+
+
+def load_pair_teacher(pair: Pair, dataset: str, num_classes: int) -> Any:
+    """The pair's trained teacher: from the zoo at reduced scale; at full scale from
+    ``$KDTUTOR_DATA/teachers/<model>_<dataset>.pt`` (a state dict of our model definition)."""
+    from ..io import safe_load
+    from ..models import build_model
+    from ..zoo import RECIPES, load_teacher
+
+    if pair.teacher in RECIPES:
+        return load_teacher(pair.teacher)
+    root = os.environ.get("KDTUTOR_DATA")
+    path = Path(root or ".") / "teachers" / f"{pair.teacher}_{dataset}.pt"
+    if not root or not path.exists():
+        raise DataNotFoundError(
+            f"the full-scale suite needs the trained teacher {pair.teacher!r} at {path}. Train it "
+            f"(e.g. `kdtutor distill --dataset {dataset} --student {pair.teacher} --method scratch "
+            "--epochs 240` on a GPU) and save its state_dict there, with KDTUTOR_DATA set to your "
+            "data folder."
+        )
+    model = build_model(pair.teacher, num_classes=num_classes)
+    model.load_state_dict(safe_load(path, what=f"teacher {pair.teacher!r}"))
+    return model.eval()
+
+
+def run_one(
+    pair: Pair, method: str, seed: int, preset: Preset, hparams: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Train one (pair, method, seed) run of ``preset`` and return its CSV row."""
+    import torch
+
+    from ..data import load_dataset
+    from ..methods import build_distiller
+    from ..models import build_model
+    from ..seeding import seed_everything
+    from ..train import fit
+
+    if preset.threads:
+        torch.set_num_threads(preset.threads)
+    train = load_dataset(preset.dataset, "train", size=preset.train_size)
+    test = load_dataset(preset.dataset, "test", size=preset.test_size)
+    teacher = (
+        None if method == "scratch" else load_pair_teacher(pair, preset.dataset, train.num_classes)
+    )
+    seed_everything(seed)
+    student = build_model(
+        pair.student, num_classes=train.num_classes, in_channels=train.in_channels
+    )
+    values = {**method_hparams(method, preset.epochs), **(hparams or {})}
+    distiller = build_distiller(
+        method, student, teacher, values, input_shape=tuple(train.images.shape[1:])
+    )
+    result = fit(
+        distiller,
+        train,
+        test,
+        epochs=preset.epochs,
+        batch_size=preset.batch_size,
+        lr=preset.lr,
+        schedule=preset.schedule,
+        milestones=preset.milestones,
+        augment=preset.augment,
+        seed=seed,
+        **preset.train,
+    )
+    return {
+        "pair": pair.label,
+        "teacher": pair.teacher,
+        "student": pair.student,
+        "method": method,
+        "family": FAMILY.get(method, ""),
+        "seed": seed,
+        "best_acc": round(result.best_acc, 4),
+        "best_epoch": result.best_epoch,
+        "last_acc": round(result.last_acc, 4),
+        "seconds": round(result.seconds, 2),
+        "hparams": ";".join(f"{k}={v}" for k, v in sorted(values.items())),
+    }
+
+
+COLUMNS = (
+    "pair", "teacher", "student", "method", "family", "seed",
+    "best_acc", "best_epoch", "last_acc", "seconds", "hparams",
+)  # fmt: skip
+
+
+def _commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            cwd=Path(__file__).resolve().parent,
+        )
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _header(preset_name: str, command: str) -> list[str]:
+    machine = f"{platform.node()} {platform.machine()} {os.cpu_count()} cpus, {platform.system()}"
+    return [
+        f"command: {command}",
+        f"commit: {_commit()}",
+        f"date: {_dt.datetime.now(_dt.UTC).isoformat(timespec='seconds')}",
+        f"machine: {machine}",
+        f"preset: {preset_name}",
+    ]
+
+
+def load_results(path: str | os.PathLike[str]) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """Rows (with numeric fields converted) and the ``# key: value`` header of a suite CSV."""
+    path = Path(path)
+    if not path.exists():
+        raise DataNotFoundError(
+            f"no suite results at {path}: run `kdtutor bench --suite knowledge --preset book` "
+            "to produce them."
+        )
+    header: dict[str, str] = {}
+    lines = []
+    for line in path.read_text().splitlines():
+        if line.startswith("#"):
+            key, _, value = line[1:].strip().partition(":")
+            header[key.strip()] = value.strip()
+        elif line.strip():
+            lines.append(line)
+    rows = []
+    for row in csv.DictReader(lines):
+        for key in ("best_acc", "last_acc", "seconds"):
+            row[key] = float(row[key])
+        for key in ("seed", "best_epoch"):
+            row[key] = int(row[key])
+        rows.append(row)
+    return rows, header
+
+
+def _write(path: Path, header: list[str], rows: Iterable[dict[str, Any]]) -> None:
+    buffer = io.StringIO()
+    buffer.writelines(f"# {line}\n" for line in header)
+    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buffer.getvalue())
+
+
+def _run_task(task: tuple[Pair, str, int, Preset]) -> dict[str, Any]:
+    return run_one(*task)
+
+
+def run_suite(
+    preset_name: str = "book",
+    *,
+    methods: Sequence[str] | None = None,
+    seeds: Sequence[int] | None = None,
+    out: str | os.PathLike[str] | None = None,
+    jobs: int = 1,
+    command: str | None = None,
+    log: Callable[[str], None] | None = print,
+) -> list[dict[str, Any]]:
+    """Run every (pair, method, seed) of the preset not yet in ``out``; returns all rows.
+
+    Rows are written atomically after each finished run, so an interrupted suite loses at
+    most the runs in flight. ``jobs > 1`` runs that many processes (one thread each).
+    """
+    from ..methods import get_method
+
+    preset = get_preset(preset_name)
+    methods = list(methods or KNOWLEDGE_METHODS)
+    for method in methods:
+        get_method(method)
+    seeds = list(seeds if seeds is not None else preset.seeds)
+    path = Path(out) if out is not None else Path("data/results") / f"knowledge_{preset_name}.csv"
+    if not path.parent.is_dir():
+        raise KDTutorError(
+            f"cannot write suite results to {path}: the folder {path.parent} does not exist."
+        )
+    rows: list[dict[str, Any]] = []
+    if path.exists():
+        rows, old = load_results(path)
+        if old.get("preset", preset_name) != preset_name:
+            raise KDTutorError(
+                f"{path} holds results of preset {old.get('preset')!r}, not {preset_name!r}: "
+                "choose another --out or delete the file."
+            )
+    done = {(r["pair"], r["method"], int(r["seed"])) for r in rows}
+    tasks = [
+        (pair, method, seed, preset)
+        for pair in preset.pairs
+        for method in methods
+        for seed in seeds
+        if (pair.label, method, seed) not in done
+    ]
+    header = _header(preset_name, command or "kdtutor " + " ".join(sys.argv[1:]))
+    if log:
+        log(f"{len(tasks)} runs to do ({len(done)} already in {path})")
+
+    def record(row: dict[str, Any]) -> None:
+        rows.append(row)
+        _write(path, header, rows)
+        if log:
+            log(
+                f"{row['pair']:<22} {row['method']:<9} seed {row['seed']}  best {row['best_acc']:.2f}"
+                f"  last {row['last_acc']:.2f}  {row['seconds']:.0f} s"
+            )
+
+    if jobs <= 1:
+        for task in tasks:
+            record(_run_task(task))
+    else:
+        import multiprocessing
+
+        with multiprocessing.get_context("spawn").Pool(jobs) as pool:
+            for row in pool.imap_unordered(_run_task, tasks):
+                record(row)
+    if not tasks and not path.exists():
+        _write(path, header, rows)
+    return rows
+
+
+# --------------------------------------------------------------------------------------------
+# tables
+# --------------------------------------------------------------------------------------------
+def summarize(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mean +- std (over seeds) of best and last accuracy per (pair, method), suite order."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault((row["pair"], row["method"]), []).append(row)
+    order = {m: i for i, m in enumerate(KNOWLEDGE_METHODS)}
+    table = []
+    for (pair, method), runs in groups.items():
+        best, best_sd = mean_std([r["best_acc"] for r in runs])
+        last, last_sd = mean_std([r["last_acc"] for r in runs])
+        table.append(
+            {
+                "pair": pair,
+                "method": method,
+                "family": FAMILY.get(method, ""),
+                "seeds": len(runs),
+                "best_mean": best,
+                "best_std": best_sd,
+                "last_mean": last,
+                "last_std": last_sd,
+                "seconds": sum(r["seconds"] for r in runs) / len(runs),
+            }
+        )
+    table.sort(key=lambda r: (r["pair"], order.get(r["method"], len(order))))
+    return table
+
+
+@dataclass
+class Comparison:
+    """Our gains over the student alone beside the published ones, and their rank agreement."""
+
+    methods: list[str]
+    ours: list[float]
+    published: list[float]
+    spearman: float
+    source: str = PUBLISHED_SOURCE
+
+    def rows(self) -> list[dict[str, Any]]:
+        return [
+            {"method": m, "ours_gain": o, "published_gain": p}
+            for m, o, p in zip(self.methods, self.ours, self.published, strict=True)
+        ]
+
+
+def compare_with_published(table: Sequence[dict[str, Any]], key: str = "best_mean") -> Comparison:
+    """Each method's gain over ``scratch`` averaged over our pairs, beside its mean published
+    gain over the student alone (:func:`published_gains`), and Spearman's rho between them."""
+    scratch = {r["pair"]: r[key] for r in table if r["method"] == "scratch"}
+    if not scratch:
+        raise KDTutorError("the results have no 'scratch' runs to measure gains against.")
+    gains: dict[str, list[float]] = {}
+    for r in table:
+        if r["method"] != "scratch" and r["pair"] in scratch:
+            gains.setdefault(r["method"], []).append(r[key] - scratch[r["pair"]])
+    published = published_gains()
+    methods = [m for m in KNOWLEDGE_METHODS if m in gains and m in published]
+    ours = [sum(gains[m]) / len(gains[m]) for m in methods]
+    theirs = [published[m] for m in methods]
+    rho = spearman(ours, theirs) if len(methods) >= 2 else float("nan")
+    return Comparison(methods, ours, theirs, rho)
