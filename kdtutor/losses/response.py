@@ -148,3 +148,48 @@ def dist_loss(
     inter = 1 - _pearson_rows(p_s, p_t).mean()
     intra = 1 - _pearson_rows(p_s.t(), p_t.t()).mean()
     return inter * temperature**2, intra * temperature**2
+
+
+def tfkd_reg_loss(
+    student_logits: Tensor,
+    target: Tensor,
+    correct_prob: float = 0.99,
+    temperature: float = 20.0,
+    *,
+    soften_student: bool = False,
+) -> Tensor:
+    r"""Tf-KD's regularisation term: KL from a hand-made "virtual teacher" to the student.
+
+    The virtual teacher puts :math:`a` on the true class and spreads the rest evenly,
+    :math:`p^d(k) = a` if :math:`k = y` else :math:`(1 - a)/(K - 1)`; it is then softened
+    *as if it were logits*, :math:`p^d_\tau = \mathrm{softmax}(p^d / \tau)`, exactly as in the
+    authors' code, and
+
+    .. math::
+        \mathcal{L}_{reg} = \frac{1}{B}\sum_i \mathrm{KL}\big(p^d_\tau(x_i)\,\|\,
+            \mathrm{softmax}(z_s(x_i) / \tau_s)\big)
+
+    with :math:`\tau_s = 1` (the code) or :math:`\tau_s = \tau` (``soften_student=True``, the
+    paper's :math:`p_\tau`). Because :math:`p^d` lies in :math:`[0, 1]`, the softened target is
+    close to uniform at large :math:`\tau` (true class :math:`\approx 0.105` for :math:`K = 10`,
+    :math:`a = 0.99`, :math:`\tau = 20`): in practice a label-smoothing-like pull towards
+    uniform. The authors' ``KLDivLoss`` averaged over all :math:`B K` elements and multiplied by
+    a per-model ``multiplier``; we average over the batch only ("batchmean"), so their
+    ``multiplier`` corresponds to ours times :math:`K`.
+
+    Paper: Yuan, Tay, Li, Wang, Feng (2020), *Revisiting Knowledge Distillation via Label
+    Smoothing Regularization* (CVPR).
+    """
+    if not 0.0 < correct_prob <= 1.0:
+        raise ValueError(f"correct_prob must be in (0, 1], got {correct_prob}.")
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}.")
+    k = student_logits.shape[1]
+    if k < 2:
+        raise ShapeMismatchError("tfkd_reg_loss needs at least 2 classes.")
+    virtual = torch.full_like(student_logits, (1.0 - correct_prob) / (k - 1))
+    virtual.scatter_(1, target.view(-1, 1), correct_prob)
+    log_target = F.log_softmax(virtual / temperature, dim=1)
+    scale = temperature if soften_student else 1.0
+    log_p_student = F.log_softmax(student_logits / scale, dim=1)
+    return F.kl_div(log_p_student, log_target, reduction="batchmean", log_target=True)
