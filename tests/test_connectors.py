@@ -10,7 +10,12 @@ from kdtutor.data import load_dataset
 from kdtutor.errors import KDTutorError, ShapeMismatchError
 from kdtutor.losses.feature import hint_loss
 from kdtutor.methods import build_distiller
-from kdtutor.methods.feature_base import default_paths, guess_input_shape, probe_shapes
+from kdtutor.methods.feature_base import (
+    default_paths,
+    guess_input_shape,
+    pair_by_resolution,
+    probe_shapes,
+)
 from kdtutor.models import build_model
 from kdtutor.train import fit
 
@@ -59,15 +64,36 @@ def test_match_spatial_pools_down_and_interpolates_up():
     assert match_spatial(x, (4, 4)) is x
 
 
-def test_default_paths_align_deepest_stages():
+def test_default_paths_pair_stages_by_resolution_or_depth():
     student, teacher = build_model("cnn_small"), build_model("cnn_large")
+    # without an input shape: deepest with deepest
     s, t = default_paths(student, teacher, "stages")
     assert s == ("stages.0", "stages.1", "stages.2") and t == ("stages.1", "stages.2", "stages.3")
-    assert default_paths(student, teacher, "hint") == (("stages.1",), ("stages.2",))
+    # with one: by spatial size (student 32,16,8 px; teacher 16,8,4,2 px)
+    s, t = default_paths(student, teacher, "stages", (3, 32, 32))
+    assert s == ("stages.1", "stages.2") and t == ("stages.0", "stages.1")
+    assert default_paths(student, teacher, "hint", (3, 32, 32)) == (("stages.2",), ("stages.1",))
     assert default_paths(student, teacher, "last") == (("stages.2",), ("stages.3",))
     assert default_paths(student, teacher, "embedding") == (("flatten",), ("flatten",))
-    s, t = default_paths(student, teacher, "preact")
-    assert all(p.endswith("relu:input") for p in s + t) and len(s) == 3
+    s, t = default_paths(student, teacher, "preact", (3, 32, 32))
+    assert all(p.endswith("relu:input") for p in s + t) and len(s) == 2
+
+
+@pytest.mark.parametrize(
+    ("student", "teacher", "expected"),
+    [
+        (
+            [(32, 32), (16, 16), (8, 8)],
+            [(32, 32), (16, 16), (8, 8), (4, 4)],
+            [(0, 0), (1, 1), (2, 2)],
+        ),
+        ([(32, 32), (16, 16), (8, 8)], [(16, 16), (8, 8), (4, 4), (2, 2)], [(1, 0), (2, 1)]),
+        ([(8, 8)], [(16, 16), (8, 8), (8, 8)], [(0, 2)]),  # ties: the deeper teacher stage
+        ([(16, 16), (4, 4)], [(32, 32), (8, 8)], [(1, 1)]),  # one student stage per teacher stage
+    ],
+)
+def test_pair_by_resolution(student, teacher, expected):
+    assert pair_by_resolution(student, teacher) == expected
 
 
 def test_default_paths_need_annotated_models():

@@ -110,10 +110,11 @@ def test_ofd_margins_come_from_the_teacher_batch_norms():
             nn.init.normal_(module.weight)
             nn.init.normal_(module.bias)
     d = build_distiller("ofd", student, teacher)
-    assert d.teacher_paths == tuple(f"stages.{i}.blocks.1.relu:input" for i in (1, 2, 3))
-    for i, margin in zip((1, 2, 3), d.margins(), strict=True):
+    # stages are paired by resolution: cnn_medium's first three stages
+    assert d.teacher_paths == tuple(f"stages.{i}.blocks.1.relu:input" for i in (0, 1, 2))
+    for i, margin in zip((0, 1, 2), d.margins(), strict=True):
         bn = teacher.stages[i].blocks[1].bn
-        assert d.margin_sources[i - 1] == f"bn:stages.{i}.blocks.1.bn"
+        assert d.margin_sources[i] == f"bn:stages.{i}.blocks.1.bn"
         assert torch.allclose(margin.flatten(), ofd_margin(bn.weight, bn.bias), atol=1e-6)
         assert margin.shape == (bn.num_features, 1, 1)
     assert "margin0" in d.trainable_state_dict()

@@ -17,6 +17,7 @@ method returns its stage-one losses; the same trainer runs both stages.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
@@ -33,7 +34,14 @@ from .base import Distiller, HParams
 
 PathPolicy = Literal["stages", "preact", "hint", "last", "embedding"]
 
-__all__ = ["FeatureDistiller", "FeatureHParams", "PathPolicy", "default_paths", "probe_shapes"]
+__all__ = [
+    "FeatureDistiller",
+    "FeatureHParams",
+    "PathPolicy",
+    "default_paths",
+    "pair_by_resolution",
+    "probe_shapes",
+]
 
 
 @dataclass(frozen=True)
@@ -79,16 +87,51 @@ def _model_paths(model: nn.Module, attribute: str, role: str) -> tuple[str, ...]
     return tuple(value)
 
 
+def pair_by_resolution(
+    student_sizes: Sequence[tuple[int, ...]], teacher_sizes: Sequence[tuple[int, ...]]
+) -> list[tuple[int, int]]:
+    """Pair stage indices by spatial size: each student stage with the deepest teacher stage of
+    the closest size (in log scale), keeping the pairs in depth order and one student stage per
+    teacher stage (the deeper student stage wins).
+
+    Attention transfer and most feature methods compare maps of the *same* resolution
+    (Zagoruyko & Komodakis, 2017, pair ResNet groups this way); pairing by depth instead would
+    ask a one-block student stage to imitate a teacher stage two poolings deeper.
+    """
+    pairs: dict[int, int] = {}
+    for i, s in enumerate(student_sizes):
+        area = math.log(max(1, s[0] * s[1]))
+        j = min(
+            range(len(teacher_sizes)),
+            key=lambda k: (
+                abs(math.log(max(1, teacher_sizes[k][0] * teacher_sizes[k][1])) - area),
+                -k,
+            ),
+        )
+        pairs[j] = i  # a deeper student stage replaces a shallower one
+    result = sorted((i, j) for j, i in pairs.items())
+    # keep depth order on both sides
+    kept: list[tuple[int, int]] = []
+    for i, j in result:
+        if not kept or j > kept[-1][1]:
+            kept.append((i, j))
+    return kept
+
+
 def default_paths(
-    student: nn.Module, teacher: nn.Module, policy: PathPolicy
+    student: nn.Module,
+    teacher: nn.Module,
+    policy: PathPolicy,
+    input_shape: Sequence[int] | None = None,
 ) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """Default (student paths, teacher paths) for a method's ``policy``.
 
-    ``"stages"`` pairs the stage outputs, deepest with deepest (when one model has more
-    stages, its shallowest extra stages are left out); ``"preact"`` does the same with the
-    pre-ReLU stage features; ``"hint"`` takes the middle pair of the aligned stages (FitNets'
-    hint / guided layers); ``"last"`` the deepest stages; ``"embedding"`` the pooled vectors
-    the classifiers see.
+    ``"stages"`` pairs the stage outputs: by spatial size when ``input_shape`` is given and the
+    stages are feature maps (:func:`pair_by_resolution`), otherwise deepest with deepest (the
+    shallowest extra stages of the deeper model are left out); ``"preact"`` does the same with
+    the pre-ReLU stage features; ``"hint"`` takes the middle one of those pairs (FitNets' hint
+    and guided layers); ``"last"`` the deepest stage of each model; ``"embedding"`` the
+    pooled vectors the classifiers see.
     """
     if policy == "embedding":
         return (
@@ -98,13 +141,20 @@ def default_paths(
     attribute = "preact_stage_names" if policy == "preact" else "stage_names"
     s = _model_paths(student, attribute, "student")
     t = _model_paths(teacher, attribute, "teacher")
-    n = min(len(s), len(t))
-    s, t = s[-n:], t[-n:]
-    if policy == "hint":
-        return (s[n // 2],), (t[n // 2],)
     if policy == "last":
         return (s[-1],), (t[-1],)
-    return s, t
+    pairs: list[tuple[int, int]] | None = None
+    if input_shape is not None:
+        s_shapes = probe_shapes(student, s, input_shape, "student")
+        t_shapes = probe_shapes(teacher, t, input_shape, "teacher")
+        if all(len(x) == 3 for x in (*s_shapes, *t_shapes)):
+            pairs = pair_by_resolution([x[1:] for x in s_shapes], [x[1:] for x in t_shapes])
+    if pairs is None:
+        n = min(len(s), len(t))
+        pairs = [(len(s) - n + k, len(t) - n + k) for k in range(n)]
+    if policy == "hint":
+        pairs = [pairs[len(pairs) // 2]]
+    return tuple(s[i] for i, _ in pairs), tuple(t[j] for _, j in pairs)
 
 
 def guess_input_shape(model: nn.Module) -> tuple[int, ...]:
@@ -172,13 +222,13 @@ class FeatureDistiller(Distiller):
         super().__init__(student, teacher, hparams)
         assert teacher is not None  # every feature method requires a teacher
         hp: FeatureHParams = self.hparams  # type: ignore[assignment]
+        self.input_shape = tuple(input_shape) if input_shape else guess_input_shape(student)
         if hp.student_paths:
             self.student_paths, self.teacher_paths = hp.student_paths, hp.teacher_paths
         else:
             self.student_paths, self.teacher_paths = default_paths(
-                student, teacher, self.path_policy
+                student, teacher, self.path_policy, self.input_shape
             )
-        self.input_shape = tuple(input_shape) if input_shape else guess_input_shape(student)
         self.student_shapes = probe_shapes(student, self.student_paths, self.input_shape, "student")
         self.teacher_shapes = probe_shapes(teacher, self.teacher_paths, self.input_shape, "teacher")
         self.connectors = nn.ModuleList()
