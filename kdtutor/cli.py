@@ -35,7 +35,7 @@ EXAMPLES = {
   kdtutor bench --suite knowledge --preset smoke
   kdtutor bench --suite knowledge --preset book --jobs 2
   kdtutor bench --suite knowledge --preset book --methods scratch,kd,crd --seeds 0
-  KDTUTOR_DATA=~/datasets kdtutor bench --suite knowledge --preset full --device cuda""",
+  KDTUTOR_DATA=~/datasets kdtutor bench --suite knowledge --preset full   # on a GPU (used when present)""",
     "zoo": """examples:
   kdtutor zoo list
   kdtutor zoo verify
@@ -280,6 +280,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         args.preset,
         methods=methods,
         seeds=seeds,
+        pairs=[p.strip() for p in args.pairs.split(",")] if args.pairs else None,
+        epochs=args.epochs,
         out=args.out,
         jobs=args.jobs,
         command="kdtutor " + " ".join(sys.argv[1:]),
@@ -401,9 +403,13 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=formatter,
     )
     p.add_argument("--suite", choices=["knowledge"], required=True)
-    p.add_argument("--preset", choices=["smoke", "book", "full"], default="book")
+    p.add_argument("--preset", choices=["smoke", "book", "shapes", "full"], default="book")
     p.add_argument("--methods", default=None, help="comma-separated subset (default: all)")
     p.add_argument("--seeds", default=None, help="override the preset's seeds, e.g. 0,1,2")
+    p.add_argument("--pairs", default=None, help="comma-separated pair labels (default: all)")
+    p.add_argument(
+        "--epochs", type=_positive_int, default=None, help="override the preset's epochs"
+    )
     p.add_argument(
         "--out", default=None, help="CSV path (default data/results/<suite>_<preset>.csv)"
     )

@@ -127,6 +127,12 @@ def test_suite_writes_csv_with_provenance_and_resumes(tmp_path):
     again = run_suite("smoke", methods=["scratch", "kd"], pairs=["cnn_medium->cnn_tiny"],
                       out=out, log=logs.append)  # fmt: skip
     assert len(again) == 4 and logs[-1].startswith("0 runs to do")
+    # a longer schedule goes to its own file, and the header says so
+    longer = tmp_path / "k3.csv"
+    run_suite("smoke", methods=["scratch"], pairs=["cnn_medium->cnn_tiny"], epochs=2, out=longer,
+              log=None)  # fmt: skip
+    rows, header = load_results(longer)
+    assert header["epochs"].startswith("2") and rows[0]["best_epoch"] in (1, 2)
 
 
 def test_suite_refuses_bad_names_and_other_presets_results(tmp_path):
@@ -142,6 +148,8 @@ def test_suite_refuses_bad_names_and_other_presets_results(tmp_path):
     out.write_text("# preset: book\npair,method,seed,best_acc,best_epoch,last_acc,seconds\n")
     with pytest.raises(KDTutorError, match="preset 'book'"):
         run_suite("smoke", out=out, log=None)
+    with pytest.raises(KDTutorError, match="--out"):
+        run_suite("smoke", epochs=3)
     with pytest.raises(KDTutorError, match="kdtutor bench"):
         load_results(tmp_path / "none.csv")
 

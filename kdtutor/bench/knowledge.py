@@ -16,6 +16,7 @@ the four teachers' weights (see :func:`load_pair_teacher`).
 from __future__ import annotations
 
 import csv
+import dataclasses
 import datetime as _dt
 import io
 import os
@@ -40,6 +41,7 @@ __all__ = [
     "Pair",
     "Preset",
     "compare_with_published",
+    "default_results_path",
     "get_preset",
     "load_results",
     "method_hparams",
@@ -137,6 +139,16 @@ PRESETS: dict[str, Preset] = {
         threads=None,
     ),
 }
+
+
+RESULTS_DIR = Path(__file__).resolve().parents[2] / "data" / "results"
+"""Where suite results are written by default: ``data/results/`` of the repository."""
+
+
+def default_results_path(preset_name: str) -> Path:
+    """``data/results/knowledge_<preset>.csv`` (``$KDTUTOR_RESULTS`` replaces the folder)."""
+    folder = Path(os.environ.get("KDTUTOR_RESULTS", RESULTS_DIR))
+    return folder / f"knowledge_{preset_name}.csv"
 
 
 def get_preset(name: str) -> Preset:
@@ -314,6 +326,7 @@ def run_suite(
     methods: Sequence[str] | None = None,
     seeds: Sequence[int] | None = None,
     pairs: Sequence[str] | None = None,
+    epochs: int | None = None,
     out: str | os.PathLike[str] | None = None,
     jobs: int = 1,
     command: str | None = None,
@@ -327,6 +340,15 @@ def run_suite(
     from ..methods import get_method
 
     preset = get_preset(preset_name)
+    if epochs is not None:
+        if epochs < 1:
+            raise KDTutorError(f"epochs must be >= 1, got {epochs}.")
+        if out is None:
+            raise KDTutorError(
+                "pass out= (--out) when overriding the preset's epochs, so that results of "
+                "different schedules do not mix in one file."
+            )
+        preset = dataclasses.replace(preset, epochs=epochs)
     methods = list(methods or KNOWLEDGE_METHODS)
     for method in methods:
         get_method(method)
@@ -336,7 +358,7 @@ def run_suite(
         if label not in labels:
             raise unknown_name("pair", label, labels, hint=f"Pairs of this preset: {labels}.")
     chosen = [p for p in preset.pairs if not pairs or p.label in pairs]
-    path = Path(out) if out is not None else Path("data/results") / f"knowledge_{preset_name}.csv"
+    path = Path(out) if out is not None else default_results_path(preset_name)
     if not path.parent.is_dir():
         raise KDTutorError(
             f"cannot write suite results to {path}: the folder {path.parent} does not exist."
@@ -358,6 +380,8 @@ def run_suite(
         if (pair.label, method, seed) not in done
     ]
     header = _header(preset_name, command or "kdtutor " + " ".join(sys.argv[1:]))
+    if epochs is not None:
+        header.append(f"epochs: {epochs} (preset: {get_preset(preset_name).epochs})")
     if log:
         log(f"{len(tasks)} runs to do ({len(done)} already in {path})")
 
