@@ -200,7 +200,7 @@ def run_one(
     import torch
 
     from ..data import load_dataset
-    from ..methods import build_distiller
+    from ..methods import build_distiller, get_method
     from ..models import build_model
     from ..seeding import seed_everything
     from ..train import fit
@@ -209,8 +209,11 @@ def run_one(
         torch.set_num_threads(preset.threads)
     train = load_dataset(preset.dataset, "train", size=preset.train_size)
     test = load_dataset(preset.dataset, "test", size=preset.test_size)
+    # methods without a teacher (scratch, Tf-KD's virtual teacher) get none
     teacher = (
-        None if method == "scratch" else load_pair_teacher(pair, preset.dataset, train.num_classes)
+        load_pair_teacher(pair, preset.dataset, train.num_classes)
+        if get_method(method).requires_teacher
+        else None
     )
     seed_everything(seed)
     student = build_model(
