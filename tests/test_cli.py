@@ -1,6 +1,7 @@
 """The command line, end to end, and its behaviour on misuse."""
 
 import json
+import math
 import subprocess
 import sys
 
@@ -113,3 +114,25 @@ def test_listing_commands(capsys):
     assert "cnn_large" in capsys.readouterr().out
     assert main(["zoo", "list"]) == 0
     assert "shapes_cnn_large" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "method",
+    [
+        "kd", "dkd", "dist", "tfkd", "fitnet", "at", "nst", "ft", "ab", "fsp", "vid", "ofd",
+        "reviewkd", "rkd", "sp", "cc", "pkt", "crd", "irg",
+    ],
+)  # fmt: skip
+def test_every_method_distils_through_the_cli_on_shapes(method, tmp_path, capsys):
+    from kdtutor.methods import get_method
+
+    teacher = "zoo:shapes_cnn_large" if get_method(method).requires_teacher else "none"
+    sets = ["--set", "num_negatives=32"] if method == "crd" else []
+    out = tmp_path / "r.json"
+    argv = ["distill", "--dataset", "shapes", "--teacher", teacher, "--student", "cnn_tiny",
+            "--method", method, "--epochs", "1", "--train-size", "96", "--test-size", "32",
+            "--scale", "smoke", "--out", str(out), *sets]  # fmt: skip
+    assert main(argv) == 0, capsys.readouterr().err
+    runs = json.loads(out.read_text())["runs"]
+    losses = runs[0]["history"][0]["losses"]
+    assert losses and all(math.isfinite(v) for v in losses.values())
