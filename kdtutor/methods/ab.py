@@ -16,7 +16,6 @@ from torch import Tensor
 
 from ..config import non_negative, positive
 from ..losses.feature import ab_loss
-from ..losses.response import kd_loss
 from .feature_base import FeatureDistiller, FeatureHParams
 from .registry import register_method
 
@@ -92,8 +91,7 @@ class AB(FeatureDistiller):
         if self.in_init_stage:
             return {"ab": hp.init_beta * self.boundary_loss(student_features, teacher_features)}
         losses: dict[str, Tensor] = {"ce": hp.ce_weight * F.cross_entropy(logits, y)}
-        if hp.kd_weight > 0:
-            losses["kd"] = hp.kd_weight * kd_loss(logits, teacher_logits, hp.T)
+        self.add_kd_term(losses, logits, teacher_logits)
         if hp.beta > 0:
             losses["ab"] = hp.beta * self.boundary_loss(student_features, teacher_features)
         return losses

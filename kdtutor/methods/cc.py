@@ -10,7 +10,6 @@ from torch import Tensor, nn
 
 from ..config import ConfigError, non_negative, positive
 from ..losses.relation import cc_loss
-from ..losses.response import kd_loss
 from .feature_base import FeatureDistiller, FeatureHParams
 from .registry import register_method
 
@@ -84,6 +83,4 @@ class CC(FeatureDistiller):
             "ce": hp.ce_weight * F.cross_entropy(logits, y),
             "cc": hp.beta * cc_loss(f_s, f_t, mode=hp.mode, gamma=hp.gamma, order=hp.order),
         }
-        if hp.kd_weight > 0:
-            losses["kd"] = hp.kd_weight * kd_loss(logits, teacher_logits, hp.T)
-        return losses
+        return self.add_kd_term(losses, logits, teacher_logits)

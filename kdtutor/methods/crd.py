@@ -14,7 +14,6 @@ from torch import Tensor, nn
 from ..config import ConfigError, non_negative, positive
 from ..errors import KDTutorError
 from ..losses.relation import crd_nce_from_scores, momentum_update
-from ..losses.response import kd_loss
 from .feature_base import FeatureDistiller, FeatureHParams
 from .registry import register_method
 
@@ -224,9 +223,7 @@ class CRD(FeatureDistiller):
             "ce": hp.ce_weight * F.cross_entropy(logits, y),
             "crd": hp.beta * nce,
         }
-        if hp.kd_weight > 0:
-            losses["kd"] = hp.kd_weight * kd_loss(logits, teacher_logits, hp.T)
-        return losses
+        return self.add_kd_term(losses, logits, teacher_logits)
 
     @torch.no_grad()
     def update_memory(self, index: Tensor, v_s: Tensor, v_t: Tensor) -> None:

@@ -29,6 +29,7 @@ from ..config import ConfigError
 from ..connectors import KINDS, build_connector
 from ..errors import KDTutorError, ShapeMismatchError
 from ..features import FeatureExtractor
+from ..losses.response import kd_loss
 from ..models.common import FeatureAttributeError
 from .base import Distiller, HParams
 
@@ -293,6 +294,16 @@ class FeatureDistiller(Distiller):
         with FeatureExtractor(self.student, self.student_paths) as fx:
             logits = self.student(x)
         return logits, [fx.tensor(p) for p in self.student_paths]
+
+    def add_kd_term(
+        self, losses: dict[str, Tensor], logits: Tensor, teacher_logits: Tensor
+    ) -> dict[str, Tensor]:
+        """Add Hinton's KD term, ``kd_weight * kd_loss(logits, teacher_logits, T)``, when the
+        method's ``kd_weight`` is positive (RepDistiller's ``-a`` flag, e.g. CRD+KD)."""
+        weight = getattr(self.hparams, "kd_weight", 0.0)
+        if weight > 0:
+            losses["kd"] = weight * kd_loss(logits, teacher_logits, self.hparams.T)  # type: ignore[attr-defined]
+        return losses
 
     def connect(self, features: Sequence[Tensor]) -> list[Tensor]:
         """Student features mapped to the teacher's shapes by the connectors."""

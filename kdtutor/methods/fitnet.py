@@ -9,7 +9,6 @@ from torch import Tensor
 
 from ..config import non_negative, positive
 from ..losses.feature import hint_loss
-from ..losses.response import kd_loss
 from .feature_base import FeatureDistiller, FeatureHParams
 from .registry import register_method
 
@@ -59,6 +58,4 @@ class FitNet(FeatureDistiller):
         losses: dict[str, Tensor] = {"ce": hp.ce_weight * F.cross_entropy(logits, y)}
         if hp.init_epochs == 0:
             losses["hint"] = hint
-        if hp.kd_weight > 0:
-            losses["kd"] = hp.kd_weight * kd_loss(logits, teacher_logits, hp.T)
-        return losses
+        return self.add_kd_term(losses, logits, teacher_logits)

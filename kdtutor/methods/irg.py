@@ -9,7 +9,6 @@ from torch import Tensor
 
 from ..config import non_negative, positive
 from ..losses.relation import irg_losses
-from ..losses.response import kd_loss
 from .feature_base import FeatureDistiller, FeatureHParams
 from .registry import register_method
 
@@ -72,6 +71,4 @@ class IRG(FeatureDistiller):
             "irg_edge": hp.w_edge * edge,
             "irg_transform": hp.w_transform * transform,
         }
-        if hp.kd_weight > 0:
-            losses["kd"] = hp.kd_weight * kd_loss(logits, teacher_logits, hp.T)
-        return losses
+        return self.add_kd_term(losses, logits, teacher_logits)

@@ -9,7 +9,6 @@ from torch import Tensor
 
 from ..config import non_negative, positive
 from ..losses.relation import pkt_loss
-from ..losses.response import kd_loss
 from .feature_base import FeatureDistiller, FeatureHParams
 from .registry import register_method
 
@@ -60,6 +59,4 @@ class PKT(FeatureDistiller):
             "ce": hp.ce_weight * F.cross_entropy(logits, y),
             "pkt": hp.beta * pkt_loss(student_features[0], teacher_features[0], hp.eps),
         }
-        if hp.kd_weight > 0:
-            losses["kd"] = hp.kd_weight * kd_loss(logits, teacher_logits, hp.T)
-        return losses
+        return self.add_kd_term(losses, logits, teacher_logits)

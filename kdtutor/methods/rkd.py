@@ -9,7 +9,6 @@ from torch import Tensor
 
 from ..config import non_negative, positive
 from ..losses.relation import rkd_angle_loss, rkd_distance_loss
-from ..losses.response import kd_loss
 from .feature_base import FeatureDistiller, FeatureHParams
 from .registry import register_method
 
@@ -61,6 +60,4 @@ class RKD(FeatureDistiller):
             "rkd_distance": hp.beta * hp.distance_weight * rkd_distance_loss(s, t),
             "rkd_angle": hp.beta * hp.angle_weight * rkd_angle_loss(s, t),
         }
-        if hp.kd_weight > 0:
-            losses["kd"] = hp.kd_weight * kd_loss(logits, teacher_logits, hp.T)
-        return losses
+        return self.add_kd_term(losses, logits, teacher_logits)
