@@ -163,3 +163,18 @@ def test_bench_cli_smoke(tmp_path, capsys):
     assert "rkd" in printed and "Spearman" in printed
     assert len(load_results(out)[0]) == 3
     assert main(["bench", "--suite", "knowledge", "--preset", "smoke", "--methods", "zzz"]) == 2
+
+
+def test_full_preset_explains_missing_data_and_teachers(tmp_path, monkeypatch):
+    from kdtutor.bench.knowledge import PRESETS, load_pair_teacher
+    from kdtutor.errors import DataNotFoundError
+
+    monkeypatch.delenv("KDTUTOR_DATA", raising=False)
+    out = tmp_path / "full.csv"
+    with pytest.raises(DataNotFoundError, match="KDTUTOR_DATA"):
+        run_suite("full", methods=["kd"], out=out, log=None)
+    assert not out.exists()  # nothing half-written
+    monkeypatch.setenv("KDTUTOR_DATA", str(tmp_path))
+    pair = PRESETS["full"].pairs[0]
+    with pytest.raises(DataNotFoundError, match=r"teachers/wrn_40_2_cifar100\.pt"):
+        load_pair_teacher(pair, "cifar100", 100)
