@@ -8,8 +8,8 @@ of the teacher's *geometry* each one learnt. The pieces:
 * :func:`features`: a model's features at a module path for a batch (eval mode, no gradient,
   flattened to ``(B, D)``);
 * :func:`relation_gaps`: the RKD distance, RKD angle and SP losses between a student's and the
-  teacher's features, averaged over a dataset in batches of fixed size (the relations are
-  those of a batch, so the batch size is part of the measurement);
+  teacher's features of the same samples, averaged over batches of fixed size (the relations
+  are those of a batch, so the batch size is part of the measurement);
 * :func:`memory_bank_bytes`: what CRD's memory banks cost.
 
 Reference:
