@@ -1,0 +1,158 @@
+r"""Measurements for the feature-based knowledge chapter: attention maps and per-step losses.
+
+* :func:`attention_maps`: the normalised attention maps (Zagoruyko & Komodakis, 2017) of a
+  model at some module paths, for a batch of images, ready to plot.
+* :func:`attention_distance`: how far a student's maps are from a teacher's at paired paths,
+  per image, :math:`\lVert \hat Q_s - \hat Q_t \rVert_2` (between 0 for identical maps and
+  :math:`\sqrt 2` for maps without overlap), after the larger feature map is average-pooled to
+  the smaller size as attention transfer does.
+* :class:`StepLosses`: records the named losses of every training step of a distiller, where
+  :func:`kdtutor.train.fit`'s history keeps only per-epoch means (FitNets' two stages are
+  best seen step by step).
+
+Example:
+    >>> import torch
+    >>> from kdtutor.models import build_model
+    >>> model = build_model("cnn_tiny")
+    >>> maps = attention_maps(model, ["stages.0", "stages.2"], torch.randn(2, 3, 32, 32))
+    >>> [tuple(m.shape) for m in maps]
+    [(2, 32, 32), (2, 8, 8)]
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from types import TracebackType
+
+import torch
+from torch import Tensor, nn
+from torch.utils.hooks import RemovableHandle
+
+from ..errors import KDTutorError
+from ..features import FeatureExtractor
+from ..losses.feature import attention_map, pool_to_smaller
+from ..methods import Distiller
+
+__all__ = ["StepLosses", "attention_distance", "attention_maps"]
+
+
+@torch.no_grad()
+def _features(model: nn.Module, paths: Sequence[str], x: Tensor) -> list[Tensor]:
+    """The features of ``model`` at ``paths`` for ``x``, in eval mode (its mode is restored)."""
+    was_training = model.training
+    model.eval()
+    try:
+        with FeatureExtractor(model, list(paths), detach=True) as fx:
+            model(x)
+        return [fx.tensor(p) for p in paths]
+    finally:
+        model.train(was_training)
+
+
+def attention_maps(
+    model: nn.Module, paths: Sequence[str] | str, x: Tensor, p: float = 2.0
+) -> list[Tensor]:
+    r"""Normalised attention maps :math:`\hat Q = Q / \lVert Q \rVert_2`,
+    :math:`Q = \sum_c |F_c|^p`, of ``model`` at each of ``paths`` for the images ``x``.
+
+    The model runs once in eval mode without gradients (its train/eval mode is restored).
+
+    Returns:
+        One tensor of shape (B, H, W) per path, in the order of ``paths``.
+    """
+    paths = [paths] if isinstance(paths, str) else list(paths)
+    return [attention_map(f, p, flatten=False) for f in _features(model, paths, x)]
+
+
+def attention_distance(
+    student: nn.Module,
+    teacher: nn.Module,
+    student_paths: Sequence[str] | str,
+    teacher_paths: Sequence[str] | str,
+    x: Tensor,
+    p: float = 2.0,
+) -> list[Tensor]:
+    r"""Per-image distance :math:`\lVert \hat Q_s - \hat Q_t \rVert_2` between the student's and
+    the teacher's attention maps at each pair of paths.
+
+    The larger feature map of a pair is first average-pooled to the smaller one's size
+    (:func:`kdtutor.losses.feature.pool_to_smaller`), as attention transfer does; channel
+    counts may differ. The mean over images of this distance is the paper form of
+    :func:`kdtutor.losses.feature.at_loss`.
+
+    Returns:
+        One tensor of shape (B,) per pair, values in :math:`[0, \sqrt 2]`.
+
+    Raises:
+        KDTutorError: ``student_paths`` and ``teacher_paths`` differ in length.
+    """
+    sp = [student_paths] if isinstance(student_paths, str) else list(student_paths)
+    tp = [teacher_paths] if isinstance(teacher_paths, str) else list(teacher_paths)
+    if len(sp) != len(tp):
+        raise KDTutorError(
+            f"{len(sp)} student paths but {len(tp)} teacher paths: give one teacher path per "
+            "student path."
+        )
+    distances = []
+    for fs, ft in zip(_features(student, sp, x), _features(teacher, tp, x), strict=True):
+        s, t = pool_to_smaller(fs, ft)
+        distances.append((attention_map(s, p) - attention_map(t, p)).norm(dim=1))
+    return distances
+
+
+class StepLosses:
+    """Record the named losses a distiller returns on every training step.
+
+    A forward hook on the distiller stores each training-mode call's losses (as floats) in
+    :attr:`steps`; evaluation (:meth:`Distiller.predict`) does not call ``forward`` and is not
+    recorded. Use it as a context manager around :func:`kdtutor.train.fit`.
+
+    Example:
+        >>> from kdtutor.methods import build_distiller
+        >>> from kdtutor.models import build_model
+        >>> distiller = build_distiller("scratch", build_model("cnn_micro"))
+        >>> with StepLosses(distiller) as recorder:
+        ...     _ = distiller(torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3]))
+        >>> list(recorder.steps[0])
+        ['ce']
+    """
+
+    def __init__(self, distiller: Distiller) -> None:
+        if not isinstance(distiller, Distiller):
+            raise TypeError(
+                f"StepLosses records a Distiller's losses, got {type(distiller).__name__}; "
+                "wrap a plain model with build_distiller('scratch', model)."
+            )
+        self.distiller = distiller
+        self.steps: list[dict[str, float]] = []
+        self._handle: RemovableHandle | None = None
+
+    def _hook(self, module: nn.Module, args: tuple[object, ...], output: object) -> None:
+        if module.training and isinstance(output, tuple) and len(output) == 2:
+            losses = output[1]
+            self.steps.append({k: float(v.detach()) for k, v in losses.items()})  # type: ignore[union-attr]
+
+    def __enter__(self) -> StepLosses:
+        if self._handle is None:
+            self._handle = self.distiller.register_forward_hook(self._hook)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if self._handle is not None:
+            self._handle.remove()
+            self._handle = None
+
+    def series(self, name: str) -> list[float]:
+        """The loss ``name`` at every recorded step (``nan`` where the step did not return it)."""
+        return [step.get(name, math.nan) for step in self.steps]
+
+    @property
+    def names(self) -> list[str]:
+        """Every loss name recorded, in order of first appearance."""
+        return list(dict.fromkeys(name for step in self.steps for name in step))
