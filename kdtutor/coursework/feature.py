@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .principles import _wrap
+from .messages import wrap_message
 
 __all__ = ["ATLossCheckError", "check_at_loss", "reference_at_loss"]
 
@@ -271,7 +271,7 @@ def _variants(mode: str) -> tuple[_Variant, list[_Variant]]:
 # the check
 # ----------------------------------------------------------------------------------------------
 def _fail(message: str, raise_on_failure: bool) -> bool:
-    text = _wrap(f"✗ check_at_loss: {message}")
+    text = wrap_message(f"✗ check_at_loss: {message}")
     if raise_on_failure:
         raise ATLossCheckError(text)
     print(text)
@@ -438,7 +438,7 @@ def check_at_loss(
     if verbose:
         form = "code form" if mode == "code" else "paper's form"
         print(
-            _wrap(
+            wrap_message(
                 f"✓ check_at_loss: your attention-transfer loss ({form}) matches the reference "
                 f"on {len(cases)} cases (different channel counts, student or teacher larger, "
                 "non-square maps, p = 1, 2 and 3, an all-zero feature map), and so does its "

@@ -27,12 +27,13 @@ combinations of these) and names the one that reproduces the learner's numbers.
 from __future__ import annotations
 
 import itertools
-import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+
+from .messages import wrap_message
 
 __all__ = ["KDLossCheckError", "check_kd_loss", "reference_kd_loss"]
 
@@ -208,29 +209,8 @@ _VARIANTS: list[_Variant] = sorted(
 # ----------------------------------------------------------------------------------------------
 # the check
 # ----------------------------------------------------------------------------------------------
-def _wrap(text: str, width: int = 88) -> str:
-    """Wrap each line of ``text`` to ``width``, keeping its indentation (and a list's hanging one)."""
-    lines = []
-    for line in text.splitlines():
-        body = line.lstrip()
-        indent = line[: len(line) - len(body)]
-        marker = body.split(" ", 1)[0]
-        hanging = " " * (len(marker) + 1) if marker[:-1].isdigit() and marker.endswith(".") else ""
-        lines.append(
-            textwrap.fill(
-                body,
-                width=width,
-                initial_indent=indent,
-                subsequent_indent=indent + (hanging or "  "),
-                break_long_words=False,
-                break_on_hyphens=False,
-            )
-        )
-    return "\n".join(lines)
-
-
 def _fail(message: str, raise_on_failure: bool) -> bool:
-    text = _wrap(f"✗ check_kd_loss: {message}")
+    text = wrap_message(f"✗ check_kd_loss: {message}")
     if raise_on_failure:
         raise KDLossCheckError(text)
     print(text)
@@ -378,7 +358,7 @@ def check_kd_loss(fn: KDLossFn, *, raise_on_failure: bool = True, verbose: bool 
 
     if verbose:
         print(
-            _wrap(
+            wrap_message(
                 f"✓ check_kd_loss: your KD loss matches the reference on {len(cases)} cases "
                 "(batch 1 to 64, 3 to 100 classes, T from 1 to 20, extreme logits included), "
                 "and so does its gradient. Well done!"

@@ -45,7 +45,7 @@ from dataclasses import dataclass, fields
 import torch
 from torch import Tensor
 
-from .principles import _wrap
+from .messages import wrap_message
 
 __all__ = [
     "RelationCheckError",
@@ -110,7 +110,7 @@ def _close(got: float, expected: float) -> bool:
 
 
 def _fail(check: str, message: str, raise_on_failure: bool) -> bool:
-    text = _wrap(f"✗ {check}: {message}")
+    text = wrap_message(f"✗ {check}: {message}")
     if raise_on_failure:
         raise RelationCheckError(text)
     print(text)
@@ -301,7 +301,7 @@ def _check(
                 raise_on_failure,
             )
     if verbose:
-        print(_wrap(f"✓ {check}: {success} Well done!"))
+        print(wrap_message(f"✓ {check}: {success} Well done!"))
     return True
 
 

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .principles import _wrap
+from .messages import wrap_message
 
 __all__ = ["DKDLossCheckError", "check_dkd_loss", "reference_dkd_loss"]
 
@@ -304,7 +304,7 @@ def _close(got: float, expected: float) -> bool:
 
 
 def _fail(message: str, raise_on_failure: bool) -> bool:
-    text = _wrap(f"✗ check_dkd_loss: {message}")
+    text = wrap_message(f"✗ check_dkd_loss: {message}")
     if raise_on_failure:
         raise DKDLossCheckError(text)
     print(text)
@@ -484,7 +484,7 @@ def check_dkd_loss(fn: DKDLossFn, *, raise_on_failure: bool = True, verbose: boo
 
     if verbose:
         print(
-            _wrap(
+            wrap_message(
                 f"✓ check_dkd_loss: your TCKD and NCKD match the reference on {len(cases)} cases "
                 "(batch 1 to 64, 3 to 100 classes, T from 1 to 20, a certain teacher included), "
                 "and so does their gradient. Well done!"

@@ -18,7 +18,10 @@ class FitNetHParams(FeatureHParams):
     """Defaults: RepDistiller's single-stage FitNet on CIFAR-100 (CE + 100 x hint, the hint at
     the middle stage, a 1x1 conv + BN regressor). For the paper's two stages set
     ``init_epochs`` (hint stage) and ``kd_weight`` (the KD stage), e.g. ``init_epochs=5,
-    ce_weight=0.1, kd_weight=0.9``."""
+    ce_weight=0.1, kd_weight=0.9, beta=1.0``. In stage one the hint is the only loss, so
+    ``beta`` acts as a multiplier of the learning rate: with the single-stage default of 100
+    the two-stage student reached 77.6% on mnist5k against 94.3% with ``beta=1`` (chapter
+    3.2's exercise)."""
 
     connector: str = "conv"
     ce_weight: float = 1.0
