@@ -1,0 +1,261 @@
+"""Bad input gets a clear error: one table of cases, each with the exception type it must raise
+and words its message must contain (the problem and the fix). See issue 7."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from kdtutor.bench.knowledge import run_suite
+from kdtutor.cache import CacheRefusedError
+from kdtutor.cli import main
+from kdtutor.config import ConfigError
+from kdtutor.connectors import build_connector
+from kdtutor.data import load_dataset
+from kdtutor.errors import (
+    CheckpointError,
+    ChecksumError,
+    DataNotFoundError,
+    KDTutorError,
+    NonFiniteLossError,
+    ShapeMismatchError,
+    UnknownNameError,
+)
+from kdtutor.features import FeatureExtractor
+from kdtutor.io import atomic_write_json, safe_load
+from kdtutor.methods import build_distiller
+from kdtutor.models import build_model
+from kdtutor.models.common import FeatureAttributeError
+from kdtutor.train import fit, parse_seeds
+from kdtutor.zoo import load_teacher
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    call: Callable[[Path], object]
+    error: type[BaseException]
+    needles: tuple[str, ...]  # the problem and the fix, as words of the message
+
+
+def tiny_train(n: int = 32):
+    return load_dataset("shapes", "train", size=n)
+
+
+def tiny():
+    return build_model("cnn_tiny")
+
+
+def medium():
+    return build_model("cnn_medium")
+
+
+class _NaNLoss(nn.Module):
+    """A student whose logits become NaN after its first epoch (two steps of 32)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = build_model("cnn_tiny")
+        self.num_classes = 10
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        out = self.net(x)
+        return out * float("nan") if self.calls > 2 else out
+
+
+def _nan_run(tmp: Path):
+    checkpoint = tmp / "ck.pt"
+    try:
+        fit(_NaNLoss(), tiny_train(64), epochs=3, batch_size=32, checkpoint=checkpoint)
+    finally:
+        assert not list(tmp.glob("*.tmp*")), "a partial file was left behind"
+
+
+def _corrupt_checkpoint(tmp: Path):
+    path = tmp / "ck.pt"
+    fit(tiny(), tiny_train(), epochs=1, batch_size=32, checkpoint=path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    return fit(tiny(), tiny_train(), epochs=2, batch_size=32, resume=path)
+
+
+def _checkpoint_for_another_model(tmp: Path):
+    path = tmp / "ck.pt"
+    fit(tiny(), tiny_train(), epochs=1, batch_size=32, checkpoint=path)
+    return fit(build_model("cnn_micro"), tiny_train(), epochs=2, batch_size=32, resume=path)
+
+
+class _Evil:
+    def __reduce__(self):
+        return (print, ("this code ran while loading",))
+
+
+def _pickle_with_code(tmp: Path):
+    path = tmp / "evil.pt"
+    torch.save({"weights": torch.zeros(2), "payload": _Evil()}, path)
+    return safe_load(path)
+
+
+def _tampered_zoo(tmp: Path, monkeypatch_env):
+    source = Path(__file__).resolve().parents[1] / "data" / "zoo"
+    zoo = tmp / "zoo"
+    shutil.copytree(source, zoo)
+    weights = zoo / "mnist5k_cnn.pt"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    monkeypatch_env("KDTUTOR_ZOO", str(zoo))
+    return load_teacher("mnist5k_cnn")
+
+
+def _read_only_results(tmp: Path):
+    folder = tmp / "ro"
+    folder.mkdir()
+    folder.chmod(0o500)
+    try:
+        atomic_write_json(folder / "r.json", {"a": 1})
+    finally:
+        folder.chmod(0o700)
+
+
+CASES = [
+    Case("unknown dataset", lambda t: load_dataset("shapez"), UnknownNameError,
+         ("unknown dataset", "shapes")),
+    Case("unknown model", lambda t: build_model("resnet9"), UnknownNameError,
+         ("unknown model", "Did you mean")),
+    Case("unknown method", lambda t: build_distiller("fitnets", tiny(), medium()), UnknownNameError,
+         ("unknown method", "fitnet")),
+    Case("unknown preset", lambda t: run_suite("boook", out=t / "x.csv"), UnknownNameError,
+         ("unknown preset", "book")),
+    Case("unknown connector kind", lambda t: build_distiller("fitnet", tiny(), medium(),
+         connector="conv3x3"), ConfigError, ("connector", "auto")),
+    Case("missing KDTUTOR_DATA", lambda t: load_dataset("cifar10", root=t / "nowhere"),
+         DataNotFoundError, ("cifar", "KDTUTOR_DATA")),
+    Case("empty KDTUTOR_DATA folder", lambda t: load_dataset("cifar100", root=t),
+         DataNotFoundError, ("not found", "download")),
+    Case("wrong num_classes", lambda t: build_distiller("kd", build_model("cnn_tiny", num_classes=5),
+         medium()), ShapeMismatchError, ("5 classes", "num_classes=10")),
+    Case("different input channels", lambda t: build_distiller("at", build_model("cnn_tiny",
+         in_channels=1), medium(), input_shape=(1, 28, 28)), ShapeMismatchError,
+         ("teacher", "input_shape")),
+    Case("data of another shape", lambda t: fit(build_distiller("at", tiny(), medium()),
+         load_dataset("mnist5k", size=32), epochs=1), ShapeMismatchError,
+         ("(1, 28, 28)", "input_shape=")),
+    Case("feature path that does not exist", lambda t: FeatureExtractor(tiny(), ["stages.7"]),
+         UnknownNameError, ("unknown feature path", "list_paths")),
+    Case("student feature path that does not exist", lambda t: build_distiller("at", tiny(),
+         medium(), student_paths=("layer9",), teacher_paths=("stages.1",)), UnknownNameError,
+         ("layer9", "Valid feature paths")),
+    Case("feature shapes no connector can match", lambda t: build_connector((16, 8, 8), (64,)),
+         ShapeMismatchError, ("(16, 8, 8)", "(64,)", "same kind")),
+    Case("map paired with a vector", lambda t: build_distiller("fitnet", tiny(), medium(),
+         student_paths=("stages.1",), teacher_paths=("flatten",)), ShapeMismatchError,
+         ("both must be feature maps", "feature_shapes")),
+    Case("paths that do not pair up", lambda t: build_distiller("at", tiny(), medium(),
+         student_paths=("stages.0", "stages.1"), teacher_paths=("stages.0",)), ConfigError,
+         ("pair up", "both or neither")),
+    Case("teacher without the requested stage", lambda t: build_distiller("at", tiny(),
+         nn.Sequential(
+            nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 10)
+        )),
+         FeatureAttributeError, ("no stage_names", "teacher_paths")),
+    Case("zero temperature", lambda t: build_distiller("kd", tiny(), medium(), T=0),
+         ConfigError, ("T must be > 0",)),
+    Case("negative temperature", lambda t: build_distiller("dkd", tiny(), medium(), T=-4),
+         ConfigError, ("T must be > 0",)),
+    Case("zero epochs", lambda t: fit(tiny(), tiny_train(), epochs=0), ConfigError,
+         ("epochs must be > 0",)),
+    Case("negative batch size", lambda t: fit(tiny(), tiny_train(), batch_size=-1), ConfigError,
+         ("batch_size must be > 0",)),
+    Case("zero learning rate", lambda t: fit(tiny(), tiny_train(), lr=0.0), ConfigError,
+         ("lr must be > 0",)),
+    Case("malformed seeds", lambda t: parse_seeds("0,one,2"), ConfigError,
+         ("could not read seeds", "'0,1,2'")),
+    Case("repeated seeds", lambda t: parse_seeds("1,1"), ConfigError, ("repeat",)),
+    Case("config with an unknown key", lambda t: fit(tiny(), tiny_train(), config={"epoch": 2}),
+         ConfigError, ("unknown key 'epoch'", "Did you mean 'epochs'")),
+    Case("config value of the wrong type", lambda t: build_distiller("kd", tiny(), medium(),
+         T="four"), ConfigError, ("T must be", "'four'")),
+    Case("checkpoint for another model", _checkpoint_for_another_model, CheckpointError,
+         ("another model", "same student architecture")),
+    Case("truncated checkpoint", _corrupt_checkpoint, CheckpointError,
+         ("truncated or corrupt", "re-create")),
+    Case("missing checkpoint", lambda t: fit(tiny(), tiny_train(), resume=t / "none.pt"),
+         CheckpointError, ("does not exist", "Check the path")),
+    Case("pickle that carries code", _pickle_with_code, CheckpointError,
+         ("refused", "weights_only=True", "state_dict")),
+    Case("results in a read-only folder", _read_only_results, PermissionError, ()),
+    Case("suite results in a missing folder", lambda t: run_suite("smoke", out=t / "no" / "x.csv"),
+         KDTutorError, ("does not exist",)),
+    Case("empty training split", lambda t: fit(tiny(), load_dataset("shapes", size=32).__class__(
+         torch.zeros(0, 3, 32, 32, dtype=torch.uint8), torch.zeros(0, dtype=torch.long),
+         [str(i) for i in range(10)], "empty", mean=(0.5,) * 3, std=(0.2,) * 3), epochs=1),
+         KDTutorError, ("training split is empty", "size")),
+    Case("cache insisted on with random augmentation", lambda t: fit(build_distiller("kd", tiny(),
+         medium()), tiny_train(), epochs=1, augment="crop_flip", cache=True), CacheRefusedError,
+         ("random", "cache=False")),
+    Case("NaN loss during training", _nan_run, NonFiniteLossError,
+         ("became nan", "epoch 2", "Lower the learning rate", "last good checkpoint")),
+    Case("method needing a teacher without one", lambda t: build_distiller("crd", tiny()),
+         KDTutorError, ("needs a teacher", "scratch")),
+]  # fmt: skip
+
+
+def test_there_are_at_least_thirty_cases():
+    assert len(CASES) >= 30 and len({c.name for c in CASES}) == len(CASES)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_bad_input_raises_a_clear_error(case, tmp_path, monkeypatch):
+    if case.name == "results in a read-only folder" and hasattr(__import__("os"), "geteuid"):
+        if __import__("os").geteuid() == 0:
+            pytest.skip("root ignores directory permissions")
+    with pytest.raises(case.error) as info:
+        case.call(tmp_path)
+    message = " ".join(str(info.value).split())
+    for needle in case.needles:
+        assert needle in message, f"{case.name}: {needle!r} missing from: {message}"
+
+
+def test_weights_whose_sha256_differs_from_the_manifest(tmp_path, monkeypatch):
+    with pytest.raises(ChecksumError) as info:
+        _tampered_zoo(tmp_path, monkeypatch.setenv)
+    message = str(info.value)
+    assert "sha256" in message and "git checkout" in message and "zoo train" in message
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["distill"], "the following arguments are required"),
+        (["distill", "--dataset", "shapes", "--student", "cnn_tiny", "--epochs", "0"],
+         "expected a positive integer"),
+        (["distill", "--dataset", "shapes", "--student", "cnn_tiny", "--lr", "-1"],
+         "expected a positive number"),
+        (["bench", "--suite", "speed"], "invalid choice"),
+        (["frobnicate"], "invalid choice"),
+    ],
+)  # fmt: skip
+def test_cli_misuse_prints_usage_and_exits_nonzero(argv, needle, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "usage: kdtutor" in err and needle in err and "Traceback" not in err
+
+
+def test_cli_bad_values_give_one_line_and_exit_2(capsys):
+    code = main(["distill", "--dataset", "shapes", "--student", "cnn_tiny", "--method", "kd",
+                 "--teacher", "zoo:nope", "--scale", "smoke"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and "error:" in err and "Traceback" not in err
+    assert json.dumps(err)  # printable
