@@ -259,3 +259,27 @@ def test_cli_bad_values_give_one_line_and_exit_2(capsys):
     err = capsys.readouterr().err
     assert code == 2 and "error:" in err and "Traceback" not in err
     assert json.dumps(err)  # printable
+
+
+def test_every_load_in_the_package_is_weights_only():
+    """Loading never runs code from a file: one torch.load, with weights_only=True, in io.py."""
+    import ast
+
+    root = Path(__file__).resolve().parents[1] / "kdtutor"
+    loads = []
+    for path in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+                owner = getattr(node.func.value, "id", None)
+                if (owner, node.func.attr) in {("torch", "load"), ("pickle", "load"),
+                                               ("pickle", "loads"), ("np", "load")}:  # fmt: skip
+                    keywords = {k.arg: getattr(k.value, "value", None) for k in node.keywords}
+                    loads.append((path.name, node.func.attr, keywords))
+    assert loads, "expected to find the package's loaders"
+    for name, function, keywords in loads:
+        if function == "load" and "weights_only" in keywords:
+            assert keywords["weights_only"] is True, name
+        elif function == "load" and "allow_pickle" in keywords:
+            assert keywords["allow_pickle"] is False, name
+        else:
+            pytest.fail(f"{name} calls {function} without weights_only=True / allow_pickle=False")
