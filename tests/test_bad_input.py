@@ -193,7 +193,8 @@ CASES = [
          CheckpointError, ("does not exist", "Check the path")),
     Case("pickle that carries code", _pickle_with_code, CheckpointError,
          ("refused", "weights_only=True", "state_dict")),
-    Case("results in a read-only folder", _read_only_results, PermissionError, ()),
+    Case("results in a read-only folder", _read_only_results, KDTutorError,
+         ("not writable", "Choose a folder")),
     Case("suite results in a missing folder", lambda t: run_suite("smoke", out=t / "no" / "x.csv"),
          KDTutorError, ("does not exist",)),
     Case("empty training split", lambda t: fit(tiny(), load_dataset("shapes", size=32).__class__(
@@ -283,3 +284,13 @@ def test_every_load_in_the_package_is_weights_only():
             assert keywords["allow_pickle"] is False, name
         else:
             pytest.fail(f"{name} calls {function} without weights_only=True / allow_pickle=False")
+
+
+def test_troubleshooting_page_lists_every_case():
+    page = (Path(__file__).resolve().parents[1] / "book/appendix/troubleshooting.md").read_text()
+    rows = {line.split("|")[1].strip(): line for line in page.splitlines() if line.startswith("| ")}
+    for case in CASES:
+        assert case.name in rows, f"add a row for {case.name!r} to the troubleshooting page"
+        assert f"`{case.error.__name__}`" in rows[case.name], case.name
+    for extra in ("weights whose sha256 differs from the manifest", "CLI misuse"):
+        assert extra in rows
