@@ -294,3 +294,13 @@ def test_troubleshooting_page_lists_every_case():
         assert f"`{case.error.__name__}`" in rows[case.name], case.name
     for extra in ("weights whose sha256 differs from the manifest", "CLI misuse"):
         assert extra in rows
+
+
+def test_read_only_folder_is_named_even_as_root(tmp_path, monkeypatch):
+    """Root ignores permissions, so the branch is exercised by making os.access say no."""
+    import kdtutor.io
+
+    monkeypatch.setattr(kdtutor.io.os, "access", lambda *args, **kwargs: False)
+    with pytest.raises(KDTutorError, match=r"not writable.*Choose a folder"):
+        atomic_write_json(tmp_path / "r.json", {"a": 1})
+    assert not list(tmp_path.iterdir())
