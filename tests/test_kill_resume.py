@@ -107,3 +107,38 @@ def test_sigkill_at_random_moments_never_leaves_a_partial_file(tmp_path):
     assert _check_files(tmp_path) == EPOCHS - 1
     history = safe_load(tmp_path / "run.pt")["history"]
     assert [h["epoch"] for h in history] == list(range(1, EPOCHS + 1))
+
+
+def test_every_file_the_package_writes_goes_through_the_atomic_writers():
+    """Only kdtutor/io.py opens files for writing; everything else calls its atomic helpers
+    (checkpoints, zoo weights and manifest, results JSON/CSV, disk caches). ``torch.save`` and
+    ``np.savez`` are allowed only into in-memory buffers."""
+    import ast
+
+    root = Path(__file__).resolve().parents[1] / "kdtutor"
+    offenders = []
+    for path in root.rglob("*.py"):
+        if path.name == "io.py" and path.parent == root:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Call):
+                continue
+            name = (
+                node.func.attr
+                if isinstance(node.func, ast.Attribute)
+                else getattr(node.func, "id", "")
+            )
+            if name in {"write_text", "write_bytes", "savefig"}:
+                offenders.append(f"{path.name}:{node.lineno} {name}")
+            if name == "open" and any(
+                isinstance(a, ast.Constant)
+                and isinstance(a.value, str)
+                and set(a.value) & {"w", "a"}
+                for a in [*node.args[1:], *(k.value for k in node.keywords if k.arg == "mode")]
+            ):
+                offenders.append(f"{path.name}:{node.lineno} open for writing")
+            if name in {"save", "savez"} and node.args:
+                target = node.args[1] if name == "save" and len(node.args) > 1 else node.args[0]
+                if not (isinstance(target, ast.Name) and target.id == "buffer"):
+                    offenders.append(f"{path.name}:{node.lineno} {name} to a file")
+    assert not offenders, offenders
