@@ -3,27 +3,51 @@
 A frozen teacher in ``eval()`` mode is a fixed function, so when every epoch shows it the
 same images (no random augmentation), its outputs can be computed once and looked up by
 dataset index; a KD student then trains about as fast as a student alone. The cache key
-hashes the teacher's weights, the dataset's content and the transform, so a changed
-teacher or dataset never reads stale outputs.
+hashes the teacher's weights, the dataset's content, the transform, the feature paths and
+the storage dtype, so a changed teacher or dataset never reads stale outputs.
+
+Two places to keep them:
+
+* ``"memory"``: tensors in RAM, shared by later runs of the same process (a few caches).
+* ``"disk"``: ``.npy`` files under ``cache_dir()/teacher/<key>/``, memory-mapped when read, for
+  datasets whose teacher outputs do not fit in memory, and reused by later processes. Each
+  array is written atomically and ``meta.json`` last, so a half-written cache is never read;
+  an unreadable one is rebuilt with a warning.
+
+``dtype="float16"`` halves the storage (logits rounded to about 3 significant digits).
+With random augmentation, ``views=K`` caches K fixed augmented views of every image
+(:class:`~kdtutor.data.transforms.FixedViews`), an approximation of fresh augmentation.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
+import shutil
+import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Protocol
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .data.diskcache import cache_dir
+from .data.transforms import FixedViews
 from .errors import KDTutorError
+from .io import atomic_array, atomic_write_json
 
 if TYPE_CHECKING:
     from .methods.base import Distiller, TeacherOutputs
 
 _MEMORY: OrderedDict[str, TeacherCache] = OrderedDict()
 MAX_CACHES_IN_MEMORY = 4
+DISK_FORMAT = "kdtutor-teacher-cache/1"
+Location = Literal["memory", "disk"]
+_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
 
 class CacheRefusedError(KDTutorError, ValueError):
@@ -64,7 +88,12 @@ def weights_digest(model: nn.Module) -> str:
 
 
 def cache_key(
-    teacher: nn.Module, dataset: _Dataset, augment: _Transform | None, paths: Sequence[str]
+    teacher: nn.Module,
+    dataset: _Dataset,
+    augment: _Transform | FixedViews | None,
+    paths: Sequence[str],
+    *,
+    dtype: str = "float32",
 ) -> str:
     """The key under which a teacher's outputs on ``dataset`` are cached."""
     parts = [
@@ -73,29 +102,77 @@ def cache_key(
         augment.describe() if augment is not None else "Identity()",
         ",".join(paths),
     ]
+    if dtype != "float32":  # float32 keys stay as they were before dtypes existed
+        parts.append(dtype)
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
 
 
-class TeacherCache:
-    """Teacher logits and features for every index of one dataset, held in memory."""
+def _take(array: Tensor | np.ndarray, rows: Tensor) -> Tensor:
+    if isinstance(array, Tensor):
+        return array.index_select(0, rows)
+    return torch.from_numpy(np.ascontiguousarray(array[rows.numpy()]))
 
-    def __init__(self, key: str, logits: Tensor, features: dict[str, Tensor]):
+
+class TeacherCache:
+    """Teacher logits and features for every image (and fixed view) of one dataset.
+
+    Row ``view * n + index`` holds the outputs on view ``view`` of image ``index`` (row
+    ``index`` without views). The arrays are tensors in memory or read-only ``numpy``
+    memory maps on disk; lookups return float32 tensors either way.
+
+    Attributes:
+        batch_view: the views shown in the current batch; the trainer sets it before each
+            step when training with fixed views (a lookup without it is refused).
+    """
+
+    def __init__(
+        self,
+        key: str,
+        logits: Tensor | np.ndarray,
+        features: dict[str, Tensor | np.ndarray],
+        *,
+        views: int = 0,
+        location: Location = "memory",
+        folder: Path | None = None,
+    ):
         self.key = key
         self.logits = logits
         self.features = features
+        self.views = views
+        self.location = location
+        self.folder = folder
+        self.n = logits.shape[0] // max(1, views)
         self.hits = 0
+        self.batch_view: Tensor | None = None
 
     def __len__(self) -> int:
-        return self.logits.shape[0]
+        return self.n
 
-    def lookup(self, index: Tensor, device: torch.device | str = "cpu") -> TeacherOutputs:
+    def rows(self, index: Tensor, view: Tensor | None = None) -> Tensor:
+        """Cache rows of the samples ``index`` (shown as views ``view``)."""
+        index = index.cpu().long()
+        if not self.views:
+            return index
+        if view is None:
+            raise KDTutorError(
+                "this teacher cache holds fixed augmented views, but the batch does not say which "
+                "view each sample shows: train through kdtutor.train.fit, or set cache.batch_view."
+            )
+        return view.cpu().long() * self.n + index
+
+    def lookup(
+        self, index: Tensor, device: torch.device | str = "cpu", view: Tensor | None = None
+    ) -> TeacherOutputs:
         from .methods.base import TeacherOutputs
 
         self.hits += 1
-        index = index.cpu()
+        rows = self.rows(index, view if view is not None else self.batch_view)
         return TeacherOutputs(
-            self.logits[index].to(device, non_blocking=True),
-            {k: v[index].to(device, non_blocking=True) for k, v in self.features.items()},
+            _take(self.logits, rows).to(device, torch.float32, non_blocking=True),
+            {
+                k: _take(v, rows).to(device, torch.float32, non_blocking=True)
+                for k, v in self.features.items()
+            },
         )
 
     @property
@@ -103,7 +180,54 @@ class TeacherCache:
         return self.logits.nbytes + sum(v.nbytes for v in self.features.values())
 
 
-@torch.no_grad()
+class _Sink(Protocol):
+    def __call__(self, name: str, shape: tuple[int, ...]) -> Any: ...
+
+
+def _fill(
+    distiller: Distiller,
+    dataset: _Dataset,
+    views: FixedViews | None,
+    sink: _Sink,
+    batch_size: int,
+    device: torch.device | str,
+) -> tuple[Any, dict[str, Any]]:
+    """Run the teacher over every image (and view) in order, writing rows through ``sink``."""
+    n = len(dataset)
+    count = views.views if views is not None else 1
+    logits: Any = None
+    features: dict[str, Any] = {}
+    with torch.no_grad():
+        for v in range(count):
+            for start in range(0, n, batch_size):
+                index = torch.arange(start, min(start + batch_size, n))
+                x, _ = dataset.batch(index)
+                if views is not None:
+                    x = views.apply(x, torch.full_like(index, v), index)
+                out = distiller.compute_teacher_outputs(x.to(device))
+                if logits is None:
+                    logits = sink("logits", (count * n, *out.logits.shape[1:]))
+                    features = {
+                        k: sink(k, (count * n, *t.shape[1:])) for k, t in out.features.items()
+                    }
+                rows = slice(v * n + start, v * n + start + len(index))
+                logits[rows] = _as_stored(out.logits, logits)
+                for k, t in out.features.items():
+                    features[k][rows] = _as_stored(t, features[k])
+    if logits is None:
+        raise KDTutorError(
+            "cannot cache teacher outputs of an empty dataset: the training split has no samples."
+        )
+    return logits, features
+
+
+def _as_stored(t: Tensor, target: Any) -> Any:
+    t = t.detach().float().cpu()
+    if isinstance(target, np.ndarray):
+        return t.numpy().astype(target.dtype, copy=False)
+    return t.to(target.dtype)
+
+
 def build_cache(
     distiller: Distiller,
     dataset: _Dataset,
@@ -111,28 +235,114 @@ def build_cache(
     key: str,
     batch_size: int = 512,
     device: torch.device | str = "cpu",
+    dtype: str = "float32",
+    views: FixedViews | None = None,
 ) -> TeacherCache:
-    """Run the distiller's teacher once over ``dataset`` in order and keep its outputs."""
-    n = len(dataset)
-    logits: Tensor | None = None
-    features: dict[str, Tensor] = {}
-    for start in range(0, n, batch_size):
-        index = torch.arange(start, min(start + batch_size, n))
-        x, _ = dataset.batch(index)
-        out = distiller.compute_teacher_outputs(x.to(device))
-        if logits is None:
-            logits = torch.empty((n, *out.logits.shape[1:]), dtype=out.logits.dtype)
-            features = {
-                k: torch.empty((n, *v.shape[1:]), dtype=v.dtype) for k, v in out.features.items()
-            }
-        logits[index] = out.logits.float().cpu()
-        for k, v in out.features.items():
-            features[k][index] = v.cpu()
-    if logits is None:
+    """Run the distiller's teacher once over ``dataset`` in order and keep its outputs in memory."""
+    torch_dtype = _check_dtype(dtype)
+    logits, features = _fill(
+        distiller,
+        dataset,
+        views,
+        lambda name, shape: torch.empty(shape, dtype=torch_dtype),
+        batch_size,
+        device,
+    )
+    return TeacherCache(key, logits, features, views=views.views if views else 0)
+
+
+def _check_dtype(dtype: str) -> torch.dtype:
+    if dtype not in _DTYPES:
         raise KDTutorError(
-            "cannot cache teacher outputs of an empty dataset: the training split has no samples."
+            f"cache_dtype must be 'float32' or 'float16', got {dtype!r}: float16 halves the "
+            "memory or disk a cache takes."
         )
-    return TeacherCache(key, logits, features)
+    return _DTYPES[dtype]
+
+
+def disk_cache_folder(key: str) -> Path:
+    """Where a disk cache with this key lives: ``cache_dir()/teacher/<key>``."""
+    return cache_dir() / "teacher" / key
+
+
+def build_disk_cache(
+    distiller: Distiller,
+    dataset: _Dataset,
+    *,
+    key: str,
+    batch_size: int = 512,
+    device: torch.device | str = "cpu",
+    dtype: str = "float32",
+    views: FixedViews | None = None,
+    paths: Sequence[str] = (),
+) -> TeacherCache:
+    """Fill memory-mapped ``.npy`` files under :func:`disk_cache_folder` and open them read-only.
+
+    Rows are written straight into the memory maps, so building never holds the whole cache
+    in RAM. Each file is renamed into place when complete and ``meta.json`` is written last.
+    """
+    _check_dtype(dtype)
+    folder = disk_cache_folder(key)
+    folder.mkdir(parents=True, exist_ok=True)
+    names: dict[str, str] = {}
+    with contextlib.ExitStack() as files:  # on error every temporary file is removed
+
+        def sink(name: str, shape: tuple[int, ...]) -> np.ndarray:
+            file = "logits.npy" if name == "logits" else f"feature{len(names)}.npy"
+            if name != "logits":
+                names[name] = file
+            return files.enter_context(atomic_array(folder / file, shape, np.dtype(dtype)))
+
+        _fill(distiller, dataset, views, sink, batch_size, device)
+    atomic_write_json(
+        folder / "meta.json",
+        {
+            "format": DISK_FORMAT,
+            "key": key,
+            "n": len(dataset),
+            "views": views.views if views else 0,
+            "dtype": dtype,
+            "paths": list(paths),
+            "features": names,
+        },
+    )
+    cache = open_disk_cache(key)
+    assert cache is not None
+    return cache
+
+
+def open_disk_cache(key: str) -> TeacherCache | None:
+    """The disk cache with this key, memory-mapped read-only; None when absent or unreadable
+    (an unreadable one is reported with a ``RuntimeWarning`` and will be rebuilt)."""
+    folder = disk_cache_folder(key)
+    meta_path = folder / "meta.json"
+    if not meta_path.is_file():
+        return None
+    try:
+        meta = json.loads(meta_path.read_text())
+        if meta.get("format") != DISK_FORMAT or meta.get("key") != key:
+            raise ValueError("it was written for another key or format")
+        rows = meta["n"] * max(1, meta["views"])
+        logits = np.load(folder / "logits.npy", mmap_mode="r")
+        features = {
+            name: np.load(folder / file, mmap_mode="r") for name, file in meta["features"].items()
+        }
+        if any(
+            a.shape[0] != rows or a.dtype != np.dtype(meta["dtype"])
+            for a in [logits, *features.values()]
+        ):
+            raise ValueError("its arrays do not have the rows or dtype its meta.json records")
+    except Exception as exc:  # a truncated or foreign cache must never stop training
+        warnings.warn(
+            f"ignoring unreadable teacher cache {folder} ({type(exc).__name__}: {exc}); "
+            "rebuilding it.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return None
+    return TeacherCache(
+        key, logits, features, views=int(meta["views"]), location="disk", folder=folder
+    )
 
 
 def attach_teacher_cache(
@@ -142,13 +352,22 @@ def attach_teacher_cache(
     *,
     mode: bool | str = "auto",
     device: torch.device | str = "cpu",
+    location: Location = "memory",
+    dtype: str = "float32",
+    views: FixedViews | None = None,
+    build: bool = True,
 ) -> TeacherCache | None:
-    """Attach a (possibly shared, in-memory) teacher-output cache to ``distiller``.
+    """Attach a (possibly shared) teacher-output cache to ``distiller``.
 
     Args:
-        mode: ``"auto"`` caches when valid and silently skips when augmentation is random;
-            ``True`` insists (and raises :class:`CacheRefusedError` with the reason when invalid);
-            ``False`` never caches.
+        mode: ``"auto"`` caches when valid and silently skips when augmentation is random
+            (without fixed ``views``); ``True`` insists (and raises
+            :class:`CacheRefusedError` with the reason when invalid); ``False`` never caches.
+        location: ``"memory"`` or ``"disk"`` (memory-mapped files under ``cache_dir()``).
+        dtype: ``"float32"`` or ``"float16"`` storage.
+        views: fixed augmented views to cache instead of the plain images.
+        build: with ``False``, only open an existing disk cache (distributed runs: one
+            process builds, the others wait and open it).
 
     Returns:
         The cache attached, or ``None``.
@@ -158,24 +377,58 @@ def attach_teacher_cache(
         return None
     if mode not in (True, "auto"):
         raise ValueError(f"cache must be True, False or 'auto', got {mode!r}.")
-    reason = cache_refusal(augment)
+    if location not in ("memory", "disk"):
+        raise KDTutorError(f"cache_location must be 'memory' or 'disk', got {location!r}.")
+    _check_dtype(dtype)
+    reason = cache_refusal(augment) if views is None else None
     if reason is not None:
         if mode is True:
             raise CacheRefusedError(f"teacher-output cache refused: {reason}")
         return None
-    key = cache_key(distiller.teacher, dataset, augment, list(distiller.teacher_feature_paths()))
-    cache = _MEMORY.get(key)
+    paths = list(distiller.teacher_feature_paths())
+    key = cache_key(distiller.teacher, dataset, views or augment, paths, dtype=dtype)
+    memory_key = f"{location}:{key}"
+    cache = _MEMORY.get(memory_key)
     if cache is None:
-        cache = build_cache(distiller, dataset, key=key, device=device)
-        _MEMORY[key] = cache
+        if location == "disk":
+            cache = open_disk_cache(key)
+            if cache is None and build:
+                cache = build_disk_cache(
+                    distiller,
+                    dataset,
+                    key=key,
+                    device=device,
+                    dtype=dtype,
+                    views=views,
+                    paths=paths,
+                )
+            if cache is None:
+                raise KDTutorError(f"the disk teacher cache {disk_cache_folder(key)} is missing.")
+        else:
+            cache = build_cache(
+                distiller, dataset, key=key, device=device, dtype=dtype, views=views
+            )
+        _MEMORY[memory_key] = cache
         while len(_MEMORY) > MAX_CACHES_IN_MEMORY:
             _MEMORY.popitem(last=False)
     else:
-        _MEMORY.move_to_end(key)
+        _MEMORY.move_to_end(memory_key)
+    cache.batch_view = None
     distiller._cache = cache
     return cache
 
 
 def clear_memory_cache() -> None:
-    """Forget every in-memory teacher cache."""
+    """Forget every in-memory teacher cache (disk caches stay on disk)."""
     _MEMORY.clear()
+
+
+def clear_disk_cache() -> int:
+    """Delete every disk teacher cache under ``cache_dir()/teacher``; returns how many."""
+    root = cache_dir() / "teacher"
+    if not root.is_dir():
+        return 0
+    folders = [f for f in root.iterdir() if f.is_dir()]
+    for folder in folders:
+        shutil.rmtree(folder)
+    return len(folders)

@@ -11,19 +11,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
+import numpy as np
 import torch
 
 from .errors import CheckpointError, KDTutorError
 
 
 @contextlib.contextmanager
-def atomic_open(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO[Any]]:
-    """Open a temporary file beside ``path``; on success fsync it and rename it over ``path``.
-
-    If the block raises (or the process dies), ``path`` keeps its previous content and the
-    temporary file is removed (or, after a kill, left as ``.<name>.*.tmp``, never as ``path``).
-    """
-    path = Path(path)
+def _temp_beside(path: Path) -> Iterator[str]:
+    """A temporary file name beside ``path``, renamed over ``path`` when the block succeeds."""
     folder = path.parent
     if not folder.exists():
         raise KDTutorError(
@@ -36,19 +32,54 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO[A
             "can write to, or fix its permissions."
         )
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    os.close(fd)
     # mkstemp creates the file readable by its owner only; give it the mode a plain open() would
     # (the previous file's mode when it exists).
     os.chmod(tmp, path.stat().st_mode & 0o7777 if path.exists() else 0o666 & ~_umask())
     try:
-        with os.fdopen(fd, mode) as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
+        yield tmp
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO[Any]]:
+    """Open a temporary file beside ``path``; on success fsync it and rename it over ``path``.
+
+    If the block raises (or the process dies), ``path`` keeps its previous content and the
+    temporary file is removed (or, after a kill, left as ``.<name>.*.tmp``, never as ``path``).
+    """
+    with _temp_beside(Path(path)) as tmp, open(tmp, mode) as handle:
+        yield handle
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+@contextlib.contextmanager
+def atomic_array(
+    path: str | os.PathLike[str], shape: tuple[int, ...], dtype: Any
+) -> Iterator[np.ndarray]:
+    """A writable ``.npy`` memory map of ``shape`` and ``dtype``, filled inside the block.
+
+    The array lives in a temporary file beside ``path``; when the block succeeds it is flushed,
+    fsynced and renamed over ``path``, so ``path`` is always a complete array or absent. Read
+    it back with ``numpy.load(path, mmap_mode="r")``.
+    """
+    with _temp_beside(Path(path)) as tmp:
+        array = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
+        try:
+            yield array
+            array.flush()
+        finally:
+            del array
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def _umask() -> int:

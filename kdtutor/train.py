@@ -23,9 +23,11 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm  # not tqdm.auto: it warns on stderr in Jupyter without ipywidgets
 
+from . import distributed
 from .cache import attach_teacher_cache
 from .config import ConfigError, from_dict, non_negative, positive
 from .data import ArrayDataset, BatchLoader, build_augment
+from .data.transforms import FixedViews
 from .errors import CheckpointError, KDTutorError, NonFiniteLossError
 from .io import atomic_save, safe_load
 from .methods import Distiller, build_distiller
@@ -41,6 +43,18 @@ class TrainConfig:
 
     ``schedule="step"`` multiplies the learning rate by ``gamma`` at each of ``milestones``
     (epochs; RepDistiller: 150, 180, 210 of 240); ``"cosine"`` anneals it to zero.
+
+    Teacher-output cache: ``cache`` (``"auto"``, True, False), ``cache_location``
+    (``"memory"`` or memory-mapped ``"disk"`` files), ``cache_dtype`` (``"float16"`` halves
+    it) and ``cache_views`` (with random ``augment``: cache this many fixed augmented views
+    per image, an approximation of fresh augmentation; 0 disables the cache under it).
+
+    GPU options (``None`` picks the default for the device; on CPU they change nothing):
+    ``amp`` (autocast, default on CUDA) in ``amp_dtype`` (``"bfloat16"``; ``"float16"`` adds
+    a gradient scaler), ``channels_last`` (default on CUDA), ``workers`` loader threads
+    (default 2 on CUDA, 0 on CPU), ``pin_memory`` (default on CUDA), ``compile`` (False,
+    True for ``torch.compile``'s default backend, or a backend name) and ``sync_batchnorm``
+    (batch statistics over every GPU of a distributed run).
     """
 
     epochs: int = 10
@@ -56,10 +70,19 @@ class TrainConfig:
     warmup_epochs: int = 0
     augment: str | None = None
     cache: bool | Literal["auto"] = "auto"
+    cache_location: Literal["memory", "disk"] = "memory"
+    cache_dtype: Literal["float32", "float16"] = "float32"
+    cache_views: int = 0
     seed: int = 0
     deterministic: bool = False
     device: str | None = None
     amp: bool | None = None
+    amp_dtype: Literal["bfloat16", "float16"] = "bfloat16"
+    channels_last: bool | None = None
+    compile: bool | str = False
+    workers: int | None = None
+    pin_memory: bool | None = None
+    sync_batchnorm: bool = False
     eval_batch_size: int = 512
     metric: str = "accuracy"
     max_grad_norm: float | None = None
@@ -73,6 +96,21 @@ class TrainConfig:
         non_negative("weight_decay", self.weight_decay, "train")
         non_negative("warmup_epochs", self.warmup_epochs, "train")
         non_negative("seed", self.seed, "train")
+        non_negative("cache_views", self.cache_views, "train")
+        if self.workers is not None:
+            non_negative("workers", self.workers, "train")
+        if self.cache_location not in ("memory", "disk"):
+            raise ConfigError(
+                f"train.cache_location must be 'memory' or 'disk', got {self.cache_location!r}."
+            )
+        if self.cache_dtype not in ("float32", "float16"):
+            raise ConfigError(
+                f"train.cache_dtype must be 'float32' or 'float16', got {self.cache_dtype!r}."
+            )
+        if self.amp_dtype not in ("bfloat16", "float16"):
+            raise ConfigError(
+                f"train.amp_dtype must be 'bfloat16' or 'float16', got {self.amp_dtype!r}."
+            )
         if self.optimizer not in ("sgd", "adam", "adamw"):
             raise ConfigError(
                 f"train.optimizer must be 'sgd', 'adam' or 'adamw', got {self.optimizer!r}."
@@ -117,11 +155,61 @@ class FitResult:
 # --------------------------------------------------------------------------------------------
 # building blocks
 # --------------------------------------------------------------------------------------------
-def resolve_device(device: str | None = None) -> torch.device:
-    """``device`` if given, else CUDA when present, else CPU."""
+def resolve_device(device: str | None = None, local_rank: int | None = None) -> torch.device:
+    """``device`` if given, else CUDA when present (``cuda:<local_rank>`` in a distributed
+    run), else CPU."""
     if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and resolved.index is None and local_rank is not None:
+        resolved = torch.device("cuda", local_rank)
+    return resolved
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """The device-dependent choices :func:`fit` makes from a :class:`TrainConfig`."""
+
+    device: torch.device
+    amp: bool
+    amp_dtype: torch.dtype
+    channels_last: bool
+    workers: int
+    pin_memory: bool
+    compile_backend: str | None
+
+    @property
+    def grad_scaler(self) -> bool:
+        """float16 autocast needs loss scaling; bfloat16 has float32's range and does not."""
+        return self.amp and self.amp_dtype == torch.float16
+
+
+def resolve_runtime(cfg: TrainConfig, device: torch.device) -> Runtime:
+    """Resolve the GPU options of ``cfg`` for ``device`` (defaults on CUDA, all off on CPU)."""
+    cuda = device.type == "cuda"
+    amp = cuda and (cfg.amp is None or cfg.amp)
+    amp_dtype = torch.bfloat16 if cfg.amp_dtype == "bfloat16" else torch.float16
+    if amp and amp_dtype == torch.bfloat16 and not _bf16_supported(device):
+        amp_dtype = torch.float16  # pre-Ampere GPUs: float16 with a gradient scaler
+    backend: str | None = None
+    if cfg.compile:
+        backend = "inductor" if cfg.compile is True else str(cfg.compile)
+    return Runtime(
+        device=device,
+        amp=amp,
+        amp_dtype=amp_dtype,
+        channels_last=cuda if cfg.channels_last is None else bool(cfg.channels_last),
+        workers=(2 if cuda else 0) if cfg.workers is None else int(cfg.workers),
+        pin_memory=cuda if cfg.pin_memory is None else bool(cfg.pin_memory) and cuda,
+        compile_backend=backend,
+    )
+
+
+def _bf16_supported(device: torch.device) -> bool:
+    try:
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    except Exception:
+        return False
 
 
 def make_optimizer(params: Iterable[nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -281,28 +369,64 @@ def fit(
         raise KDTutorError("the test split is empty: check the dataset name, split and size.")
 
     distiller = _as_distiller(model)
-    device = resolve_device(cfg.device)
-    use_amp = (device.type == "cuda") if cfg.amp is None else (cfg.amp and device.type == "cuda")
+    ctx = distributed.setup(torch.device(cfg.device).type if cfg.device else None)
+    device = resolve_device(cfg.device, ctx.local_rank if ctx.enabled else None)
+    rt = resolve_runtime(cfg, device)
     seed_everything(cfg.seed)
     if cfg.deterministic:
         set_deterministic(True)
     distiller.bind_data(train_data)
+    _check_distributable(distiller, cfg, ctx, device)
     distiller.to(device)
+    if rt.channels_last:
+        distiller.to(memory_format=torch.channels_last)
+    if rt.compile_backend is not None:
+        distiller.student.compile(backend=rt.compile_backend)
+        if distiller.teacher is not None:
+            distiller.teacher.compile(backend=rt.compile_backend)
+    step_module: nn.Module = distiller
+    if ctx.enabled:
+        if cfg.sync_batchnorm:
+            distiller.student = nn.SyncBatchNorm.convert_sync_batchnorm(distiller.student)
+        step_module = nn.parallel.DistributedDataParallel(
+            distiller,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=distiller.has_unused_parameters(),
+        )
 
     augment = build_augment(cfg.augment)
-    loader = BatchLoader(train_data, cfg.batch_size, shuffle=True, seed=cfg.seed, augment=augment)
+    views = (
+        FixedViews(augment, len(train_data), cfg.cache_views)
+        if cfg.cache_views and cfg.cache is not False
+        else None
+    )
+    loader = BatchLoader(
+        train_data,
+        cfg.batch_size,
+        shuffle=True,
+        seed=cfg.seed,
+        augment=augment,
+        views=views,
+        shard=ctx.shard,
+        workers=rt.workers,
+        pin_memory=rt.pin_memory,
+    )
     optimizer = make_optimizer(distiller.trainable_parameters(), cfg)
     scheduler = make_scheduler(optimizer, cfg)
+    scaler = torch.amp.GradScaler(device.type) if rt.grad_scaler else None
     score = get_metric(cfg.metric)
     history: list[dict[str, Any]] = []
     start_epoch = 0
-    checkpoint_path = Path(checkpoint) if checkpoint is not None else None
+    checkpoint_path = Path(checkpoint) if checkpoint is not None and ctx.is_main else None
 
     if resume is not None:
-        start_epoch, history = _load_checkpoint(Path(resume), distiller, optimizer, scheduler)
+        start_epoch, history = _load_checkpoint(
+            Path(resume), distiller, optimizer, scheduler, scaler
+        )
 
-    attach_teacher_cache(distiller, train_data, augment, mode=cfg.cache, device=device)
-    show = sys.stderr.isatty() if progress is None else progress
+    _attach_cache(distiller, train_data, augment, views, cfg, ctx, device)
+    cache = distiller._cache
+    show = ctx.is_main and (sys.stderr.isatty() if progress is None else progress)
     step = 0
     try:
         for epoch in range(start_epoch, cfg.epochs):
@@ -319,29 +443,33 @@ def fit(
             for batch in bar:
                 x = batch.x.to(device, non_blocking=True)
                 y = batch.y.to(device, non_blocking=True)
+                if rt.channels_last and x.dim() == 4:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                if cache is not None:
+                    cache.batch_view = batch.view
                 autocast = (
-                    torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-                    if use_amp
+                    torch.autocast(device_type=device.type, dtype=rt.amp_dtype)
+                    if rt.amp
                     else contextlib.nullcontext()
                 )
                 with autocast:
-                    logits, losses = distiller(x, y, batch.index)
+                    logits, losses = step_module(x, y, batch.index)
                 _check_finite(losses, epoch, step, lr, checkpoint_path)
                 total = torch.stack([v.float() for v in losses.values()]).sum()
-                optimizer.zero_grad(set_to_none=True)
-                total.backward()
-                if cfg.max_grad_norm is not None:
-                    torch.nn.utils.clip_grad_norm_(
-                        list(distiller.trainable_parameters()), cfg.max_grad_norm
-                    )
-                optimizer.step()
-                step += 1
                 n = y.shape[0]
+                if batch.global_size is not None:  # DDP averages: weigh by the share of the batch
+                    total = total * (n * ctx.world_size / batch.global_size)
+                optimizer.zero_grad(set_to_none=True)
+                _backward_and_step(total, optimizer, scaler, distiller, cfg.max_grad_norm)
+                step += 1
                 for name, value in losses.items():
                     sums[name] = sums.get(name, 0.0) + float(value.detach()) * n
                 s, _ = score(logits.detach().float(), y)
                 hits, seen = hits + s, seen + n
             scheduler.step()
+            names = list(sums)
+            *totals, hits, seen = distributed.all_reduce_sum([*sums.values(), hits, seen], ctx)
+            sums = dict(zip(names, totals, strict=True))
             record: dict[str, Any] = {
                 "epoch": epoch + 1,
                 "lr": lr,
@@ -350,26 +478,98 @@ def fit(
                 "train_acc": 100.0 * hits / seen,
             }
             if test_data is not None:
-                record["test_acc"] = evaluate(
-                    distiller,
-                    test_data,
-                    batch_size=cfg.eval_batch_size,
-                    device=device,
-                    metric=cfg.metric,
-                )
+                acc = None
+                if ctx.is_main:
+                    acc = evaluate(
+                        distiller,
+                        test_data,
+                        batch_size=cfg.eval_batch_size,
+                        device=device,
+                        metric=cfg.metric,
+                    )
+                record["test_acc"] = distributed.broadcast_float(acc, ctx)
             record["seconds"] = time.perf_counter() - epoch_start
             history.append(record)
             if checkpoint_path is not None:
                 _save_checkpoint(
-                    checkpoint_path, distiller, optimizer, scheduler, epoch, history, cfg
+                    checkpoint_path, distiller, optimizer, scheduler, epoch, history, cfg, scaler
                 )
-            if log is not None:
+            if log is not None and ctx.is_main:
                 log(_epoch_line(record))
     finally:
+        if cache is not None:
+            cache.batch_view = None
         distiller._cache = None
         if cfg.deterministic:
             set_deterministic(False)
     return _summarize(distiller.name, history, cfg)
+
+
+def _backward_and_step(
+    total: Tensor,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler | None,
+    distiller: Distiller,
+    max_grad_norm: float | None,
+) -> None:
+    """One optimizer step, through a gradient scaler when float16 autocast needs one."""
+    if scaler is None:
+        total.backward()
+        if max_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(list(distiller.trainable_parameters()), max_grad_norm)
+        optimizer.step()
+        return
+    scaler.scale(total).backward()
+    if max_grad_norm is not None:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(list(distiller.trainable_parameters()), max_grad_norm)
+    scaler.step(optimizer)
+    scaler.update()
+
+
+def _check_distributable(
+    distiller: Distiller, cfg: TrainConfig, ctx: distributed.DistContext, device: torch.device
+) -> None:
+    if not ctx.enabled:
+        return
+    if not distiller.supports_ddp:
+        raise KDTutorError(
+            f"method {distiller.name!r} keeps per-sample state ({distiller.name} memory banks) that "
+            "DistributedDataParallel would not synchronise across processes, so it cannot train "
+            "with torchrun yet. Run it in one process."
+        )
+    if cfg.sync_batchnorm and device.type != "cuda":
+        raise ConfigError(
+            "sync_batchnorm needs CUDA devices (PyTorch's SyncBatchNorm runs on GPUs only); "
+            "on CPU each process normalises with its own batch statistics: set it to False."
+        )
+
+
+def _attach_cache(
+    distiller: Distiller,
+    train_data: ArrayDataset,
+    augment: Any,
+    views: FixedViews | None,
+    cfg: TrainConfig,
+    ctx: distributed.DistContext,
+    device: torch.device,
+) -> None:
+    """Attach the teacher-output cache; in a distributed run rank 0 fills a disk cache first."""
+    options = {
+        "mode": cfg.cache,
+        "device": device,
+        "location": cfg.cache_location,
+        "dtype": cfg.cache_dtype,
+        "views": views,
+    }
+    if ctx.enabled and cfg.cache_location == "disk":
+        if ctx.is_main:
+            attach_teacher_cache(distiller, train_data, augment, **options)
+        distributed.barrier(ctx)
+        if not ctx.is_main:
+            attach_teacher_cache(distiller, train_data, augment, build=False, **options)
+        return
+    attach_teacher_cache(distiller, train_data, augment, **options)
 
 
 def _epoch_line(record: dict[str, Any]) -> str:
@@ -404,6 +604,7 @@ def _save_checkpoint(
     epoch: int,
     history: list[dict[str, Any]],
     cfg: TrainConfig,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> None:
     state = distiller.trainable_state_dict()
     atomic_save(
@@ -416,6 +617,7 @@ def _save_checkpoint(
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
             "rng": rng_state(),
+            "scaler": scaler.state_dict() if scaler is not None else None,
             "history": history,
             "config": {
                 k: v for k, v in dataclasses.asdict(cfg).items() if not isinstance(v, tuple)
@@ -430,6 +632,7 @@ def _load_checkpoint(
     distiller: Distiller,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> tuple[int, list[dict[str, Any]]]:
     ckpt = safe_load(path)
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
@@ -454,6 +657,8 @@ def _load_checkpoint(
     distiller.load_trainable_state_dict(ckpt["model"])
     optimizer.load_state_dict(ckpt["optimizer"])
     scheduler.load_state_dict(ckpt["scheduler"])
+    if scaler is not None and ckpt.get("scaler"):
+        scaler.load_state_dict(ckpt["scaler"])
     set_rng_state(ckpt["rng"])
     return int(ckpt["epoch"]) + 1, list(ckpt["history"])
 

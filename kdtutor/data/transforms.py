@@ -13,7 +13,14 @@ from torch import Tensor
 
 from ..errors import unknown_name
 
-__all__ = ["AUGMENTATIONS", "BatchTransform", "Identity", "RandomCropFlip", "build_augment"]
+__all__ = [
+    "AUGMENTATIONS",
+    "BatchTransform",
+    "FixedViews",
+    "Identity",
+    "RandomCropFlip",
+    "build_augment",
+]
 
 
 class BatchTransform:
@@ -32,6 +39,21 @@ class BatchTransform:
 
     def describe(self) -> str:
         """A stable string naming the transform and its settings (used in cache keys)."""
+        raise NotImplementedError
+
+    def sample(self, batch_size: int, generator: torch.Generator) -> tuple[Tensor, ...] | None:
+        """Draw a batch's random parameters, or ``None`` when the transform cannot split drawing
+        from applying (then :class:`~kdtutor.data.BatchLoader` calls it whole, in order).
+
+        Transforms that implement ``sample`` and :meth:`apply` can be prepared by loader
+        worker threads, sharded across processes and frozen into :class:`FixedViews`.
+        """
+        return () if self.deterministic else None
+
+    def apply(self, x: Tensor, *params: Tensor) -> Tensor:
+        """Apply parameters drawn by :meth:`sample` to ``x`` (B, C, H, W)."""
+        if self.deterministic:
+            return self(x)
         raise NotImplementedError
 
     def __repr__(self) -> str:
@@ -133,10 +155,68 @@ class RandomCropFlip(BatchTransform):
         return self.apply(x, *self.sample(x.shape[0], generator))
 
 
+class FixedViews:
+    """``views`` fixed random views of every image, drawn once: augmentation you can cache.
+
+    View ``v`` of image ``i`` always has the same crop and flip (drawn from a generator seeded
+    with ``(seed, v)``, independent of the training seed), so a frozen teacher's outputs on it
+    can be computed once. During training each sample shows one of its views, picked at random
+    every epoch. With few views this is an *approximation* of fresh augmentation: the student
+    sees ``views`` variants of each image instead of a new one every epoch.
+
+    Args:
+        augment: A random transform that implements ``sample`` and ``apply``.
+        n: Number of images in the dataset.
+        views: Number of fixed views per image (at least 1).
+        seed: Seed of the views (part of :meth:`describe`, hence of cache keys).
+    """
+
+    def __init__(self, augment: BatchTransform, n: int, views: int, seed: int = 0) -> None:
+        if isinstance(views, bool) or int(views) != views or views < 1:
+            raise ValueError(f"views must be a positive integer, got {views!r}.")
+        if augment.deterministic:
+            raise ValueError(
+                f"fixed views need a random augmentation, got {augment.describe()}: without one "
+                "every view is the same image; use views=0."
+            )
+        from ._random import mix_seed
+
+        draws = []
+        for v in range(int(views)):
+            generator = torch.Generator().manual_seed(mix_seed(seed, v, _VIEW_STREAM))
+            params = augment.sample(n, generator)
+            if params is None:
+                raise ValueError(
+                    f"{augment.describe()} cannot draw its parameters apart from applying them "
+                    "(no sample/apply), so its views cannot be fixed."
+                )
+            draws.append(params)
+        # one (views, n) table per parameter
+        self.table = tuple(torch.stack(parts) for parts in zip(*draws, strict=True))
+        self.augment = augment
+        self.n = int(n)
+        self.views = int(views)
+        self.seed = int(seed)
+
+    def apply(self, x: Tensor, view: Tensor, index: Tensor) -> Tensor:
+        """Show view ``view[b]`` of image ``index[b]`` for each sample ``b`` of ``x``."""
+        return self.augment.apply(x, *(t[view, index] for t in self.table))
+
+    def describe(self) -> str:
+        """E.g. ``"FixedViews(RandomCropFlip(padding=4,flip=True),views=4,seed=0)"``."""
+        return f"FixedViews({self.augment.describe()},views={self.views},seed={self.seed})"
+
+    def __repr__(self) -> str:
+        return self.describe()
+
+
+_VIEW_STREAM = 3
+
 #: Names accepted by :func:`build_augment`.
 AUGMENTATIONS: dict[str, str] = {
     "none": "no augmentation (Identity)",
     "crop_flip": "RandomCropFlip(padding=4, flip=True): the CIFAR recipe",
+    "crop": "RandomCropFlip(padding=4, flip=False): shifts only (for digits)",
     "flip": "RandomCropFlip(padding=0, flip=True): horizontal flips only",
 }
 
@@ -145,7 +225,7 @@ def build_augment(name: str | BatchTransform | None) -> BatchTransform:
     """Build an augmentation from its name.
 
     Args:
-        name: ``None`` or ``"none"`` (Identity), ``"crop_flip"``, ``"flip"``, or a
+        name: ``None`` or ``"none"`` (Identity), ``"crop_flip"``, ``"crop"``, ``"flip"``, or a
             :class:`BatchTransform`, returned as is.
 
     Returns:
@@ -160,6 +240,8 @@ def build_augment(name: str | BatchTransform | None) -> BatchTransform:
         return Identity()
     if name == "crop_flip":
         return RandomCropFlip()
+    if name == "crop":
+        return RandomCropFlip(padding=4, flip=False)
     if name == "flip":
         return RandomCropFlip(padding=0, flip=True)
     raise unknown_name("augmentation", str(name), AUGMENTATIONS)

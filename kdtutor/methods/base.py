@@ -58,6 +58,8 @@ class Distiller(nn.Module):
     paper: ClassVar[str] = ""
     hparams_cls: ClassVar[type[HParams]] = HParams
     requires_teacher: ClassVar[bool] = True
+    supports_ddp: ClassVar[bool] = True
+    """False for methods with per-sample state that DDP would not synchronise (CRD's banks)."""
 
     def __init__(
         self, student: nn.Module, teacher: nn.Module | None = None, hparams: HParams | None = None
@@ -133,6 +135,11 @@ class Distiller(nn.Module):
     def predict(self, x: Tensor) -> Tensor:
         """Student logits for evaluation."""
         return self.student(x)
+
+    def has_unused_parameters(self) -> bool:
+        """True when some trainable parameters get no gradient in some steps (staged
+        methods); DistributedDataParallel then looks for them after each backward."""
+        return bool(getattr(self.hparams, "init_epochs", 0))
 
     def on_epoch_start(self, epoch: int, epochs: int) -> None:
         """Hook called by the trainer before each epoch (e.g. for loss warm-up)."""

@@ -86,6 +86,7 @@ class CRD(FeatureDistiller):
     :math:`\pm 1/\sqrt{D/3}`, of unit norm only on average)."""
 
     name = "crd"
+    supports_ddp = False  # the memory banks are per-process state
     paper = "Tian, Krishnan, Isola (2020). Contrastive Representation Distillation"
     hparams_cls = CRDHParams
     path_policy = "embedding"
