@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: venv browser test lint book book-student clean
+.PHONY: venv browser test lint book book-times book-student clean
 
 ## venv: create .venv with the pinned dependencies (idempotent; redone when pyproject.toml changes)
 venv: $(STAMP)
@@ -31,11 +31,17 @@ lint: venv
 	$(VENV)/bin/ruff check kdtutor tests scripts book/_ext
 	$(VENV)/bin/ruff format --check kdtutor tests scripts book/_ext
 
-## book: re-run the notebooks whose source or package changed (book scale), then build the HTML
+## book: re-run the notebooks whose source or package changed (book scale), refresh the table of times, build the HTML
 book: venv
 	$(PY) scripts/execute_notebooks.py --changed
+	$(PY) scripts/book_times.py
 	$(PY) scripts/build_book.py
 	@echo "open _build/html/index.html"
+
+## book-times: re-run every notebook at book scale (about 40 minutes on 2 cores) and table the wall times
+##   (book/_generated/book_times.md, shown on "How to use this book"; data/results/book_times.json)
+book-times: venv
+	$(PY) scripts/book_times.py --run
 
 ## book-student: the student edition, exercise solutions removed
 book-student: venv

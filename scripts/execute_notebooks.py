@@ -2,8 +2,9 @@
 
 Each executed notebook gets, in its metadata under ``kdtutor``, the sha256 of its own source
 (cells without outputs) and of the package (``kdtutor/**/*.py`` and the zoo manifest), the
-scale and the wall time. With ``--changed`` a notebook whose recorded hashes match is skipped,
-so ``make book`` re-runs only what changed.
+scale, the wall time and the machine (cores, CPU model, torch threads); ``scripts/book_times.py``
+tables the times on the book's "How to use this book" page. With ``--changed`` a notebook whose
+recorded hashes match is skipped, so ``make book`` re-runs only what changed.
 
     python scripts/execute_notebooks.py book/02-principles/kd-loss.ipynb
     python scripts/execute_notebooks.py --changed            # every notebook in _toc.yml
@@ -17,6 +18,7 @@ import datetime as dt
 import hashlib
 import json
 import os
+import platform
 import sys
 import time
 from pathlib import Path
@@ -70,6 +72,29 @@ def package_hash() -> str:
     return digest.hexdigest()
 
 
+def machine_info() -> dict[str, object]:
+    """The machine a notebook runs on: usable cores, CPU model, torch's default thread count.
+
+    The kernel is a fresh process with this environment, so its torch starts with the thread
+    count seen here (``OMP_NUM_THREADS`` or the cores); notebooks may lower it themselves.
+    """
+    import torch
+
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 0
+    cpu = platform.processor() or None
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cores": cores, "cpu": cpu, "torch_threads": torch.get_num_threads()}
+
+
 def is_current(path: Path, pkg: str) -> bool:
     nb = nbformat.read(path, as_version=4)
     meta = nb.metadata.get("kdtutor", {})
@@ -115,6 +140,7 @@ def execute(path: Path, scale: str = "book", timeout: int = 1200) -> float:
         "executed": dt.datetime.now().isoformat(timespec="seconds"),
         "source_sha256": source_hash(clean),
         "package_sha256": package_hash(),
+        "machine": machine_info(),
     }
     atomic_write_text(path, nbformat.writes(clean) + "\n")
     return seconds
