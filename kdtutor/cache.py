@@ -323,9 +323,10 @@ def open_disk_cache(key: str) -> TeacherCache | None:
         if meta.get("format") != DISK_FORMAT or meta.get("key") != key:
             raise ValueError("it was written for another key or format")
         rows = meta["n"] * max(1, meta["views"])
-        logits = np.load(folder / "logits.npy", mmap_mode="r")
+        logits = np.load(folder / "logits.npy", mmap_mode="r", allow_pickle=False)
         features = {
-            name: np.load(folder / file, mmap_mode="r") for name, file in meta["features"].items()
+            name: np.load(folder / file, mmap_mode="r", allow_pickle=False)
+            for name, file in meta["features"].items()
         }
         if any(
             a.shape[0] != rows or a.dtype != np.dtype(meta["dtype"])

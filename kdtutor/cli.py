@@ -22,7 +22,9 @@ EXAMPLES = {
       --method kd --epochs 10 --seeds 0,1,2 --out results.json
   kdtutor distill --dataset shapes --student cnn_small --method scratch --epochs 5
   kdtutor distill --dataset shapes --teacher zoo:shapes_cnn_large --student cnn_small \\
-      --method kd --set T=8 --set beta=0.5 --scale smoke""",
+      --method kd --set T=8 --set beta=0.5 --scale smoke
+  torchrun --nproc_per_node 2 -m kdtutor distill --dataset mnist5k \\
+      --teacher zoo:mnist5k_cnn --student cnn_tiny --method kd --epochs 8   # 2 processes (DDP)""",
     "models": """examples:
   kdtutor models
   kdtutor models --num-classes 100 --family cifar_resnet --latency""",
@@ -35,11 +37,12 @@ EXAMPLES = {
   kdtutor bench --suite knowledge --preset smoke
   kdtutor bench --suite knowledge --preset book --jobs 2
   kdtutor bench --suite knowledge --preset book --methods scratch,kd,crd --seeds 0
-  KDTUTOR_DATA=~/datasets kdtutor bench --suite knowledge --preset full   # on a GPU (used when present)""",
+  KDTUTOR_DATA=~/datasets kdtutor bench --suite knowledge --preset repdistiller   # on a GPU""",
     "zoo": """examples:
   kdtutor zoo list
   kdtutor zoo verify
-  kdtutor zoo train shapes_cnn_large""",
+  kdtutor zoo train shapes_cnn_large
+  KDTUTOR_DATA=~/datasets kdtutor zoo train cifar100_resnet56   # on a GPU; kept in $KDTUTOR_DATA/teachers""",
 }
 
 SMOKE_SIZES = {"train": 1000, "test": 500}
@@ -89,6 +92,7 @@ def _positive_float(text: str) -> float:
 
 # --------------------------------------------------------------------------------------------
 def cmd_distill(args: argparse.Namespace) -> int:
+    from . import distributed
     from .data import dataset_info, load_dataset
     from .io import atomic_write_json
     from .methods import build_distiller, get_method
@@ -142,19 +146,31 @@ def cmd_distill(args: argparse.Namespace) -> int:
         "schedule": args.schedule,
         "augment": args.augment,
         "cache": "auto" if args.cache else False,
+        "cache_location": args.cache_location,
+        "cache_dtype": args.cache_dtype,
+        "cache_views": args.cache_views,
+        "amp": {"auto": None, "off": False}.get(args.amp, True),
+        "amp_dtype": "float16" if args.amp == "fp16" else "bfloat16",
+        "channels_last": args.channels_last,
+        "compile": args.compile or False,
+        "workers": args.workers,
     }
     if args.device:
         fit_config["device"] = args.device
+    main_process = distributed.setup(args.device.split(":")[0] if args.device else None).is_main
     run = run_seeds(
         make,
         train,
         test,
         seeds=seeds,
         config=fit_config,
-        seed_log=print,
+        checkpoint=args.checkpoint,
+        seed_log=print if main_process else None,
         log=print if args.verbose else None,
         progress=args.progress,
     )
+    if not main_process:  # in a torchrun launch, rank 0 reports and writes the results
+        return 0
     print(format_seeds_table(run))
     if out is not None:
         payload = {
@@ -233,25 +249,35 @@ def cmd_zoo(args: argparse.Namespace) -> int:
     from . import zoo
 
     if args.action == "list":
-        manifest = zoo.read_manifest()
+        trained = zoo.trained_teachers()
         print(
-            f"{'teacher':<18} {'model':<12} {'dataset':<10} {'params':>10} {'test %':>7} {'train s':>8}  status"
+            f"{'teacher':<20} {'model':<12} {'dataset':<10} {'params':>10} {'test %':>7} "
+            f"{'paper %':>7} {'train s':>8}  {'status':<11}  folder"
         )
         for name in zoo.list_teachers():
             recipe = zoo.RECIPES.get(name)
-            entry = manifest.get(name, {})
+            # shipped teachers in data/zoo, CIFAR-100 ones in $KDTUTOR_DATA/teachers (None: unset)
+            folder = trained.get(name) or (zoo.recipe_dir(recipe) if recipe else None)
+            entry = zoo.read_manifest(folder).get(name, {}) if folder is not None else {}
             model = entry.get("model") or (recipe.model if recipe else "?")
             dataset = entry.get("dataset") or (recipe.dataset if recipe else "?")
-            status = (
-                "shipped" if entry and (zoo.zoo_dir() / entry["file"]).exists() else "not trained"
-            )
+            status = "not trained"
+            if entry and folder is not None and (folder / entry["file"]).exists():
+                status = "shipped" if folder == zoo.zoo_dir() else "trained"
+            where = str(folder) if folder is not None else zoo.describe_dir(recipe)
             acc = f"{entry['test_acc']:.2f}" if entry else "-"
+            paper = f"{recipe.published_acc:.2f}" if recipe and recipe.published_acc else "-"
             secs = f"{entry['train_seconds']:.0f}" if entry else "-"
             params = f"{entry['params']:,}" if entry else "-"
-            print(f"{name:<18} {model:<12} {dataset:<10} {params:>10} {acc:>7} {secs:>8}  {status}")
+            print(
+                f"{name:<20} {model:<12} {dataset:<10} {params:>10} {acc:>7} {paper:>7} "
+                f"{secs:>8}  {status:<11}  {where}"
+            )
         return 0
     if args.action == "verify":
-        names = [args.name] if args.name else sorted(zoo.read_manifest())
+        # without a name: every teacher some manifest lists (the shipped ones, and those in
+        # $KDTUTOR_DATA/teachers when KDTUTOR_DATA is set), never the untrained recipes
+        names = [args.name] if args.name else sorted(zoo.trained_teachers())
         if not names:
             raise KDTutorError(
                 "the zoo manifest lists no teachers yet: train one with `kdtutor zoo train NAME`."
@@ -368,8 +394,53 @@ def build_parser() -> argparse.ArgumentParser:
         "--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA when present)"
     )
     p.add_argument("--out", default=None, help="write the results as JSON here")
+    p.add_argument(
+        "--checkpoint",
+        default=None,
+        help="write a resumable checkpoint here after every epoch ({seed} is replaced by the seed)",
+    )
     p.add_argument("--progress", action="store_true", default=None, help="show progress bars")
     p.add_argument("--verbose", action="store_true", help="print one line per epoch")
+    perf = p.add_argument_group("speed (see the book's appendix 'Performance and scaling')")
+    perf.add_argument(
+        "--cache-location",
+        choices=["memory", "disk"],
+        default="memory",
+        help="keep teacher outputs in memory or memory-mapped on disk ($KDTUTOR_CACHE)",
+    )
+    perf.add_argument("--cache-dtype", choices=["float32", "float16"], default="float32")
+    perf.add_argument(
+        "--cache-views",
+        type=int,
+        default=0,
+        help="with --augment: cache this many fixed augmented views per image (approximation)",
+    )
+    perf.add_argument(
+        "--amp",
+        choices=["auto", "bf16", "fp16", "off"],
+        default="auto",
+        help="mixed precision on CUDA (auto: bf16 on CUDA, off on CPU)",
+    )
+    perf.add_argument(
+        "--channels-last",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="NHWC memory format (default: on with CUDA)",
+    )
+    perf.add_argument(
+        "--compile",
+        nargs="?",
+        const=True,
+        default=None,
+        metavar="BACKEND",
+        help="torch.compile the student and teacher (optionally with a backend name)",
+    )
+    perf.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="loader threads (default: 2 with CUDA, 0 on CPU)",
+    )
     p.set_defaults(func=cmd_distill)
 
     p = sub.add_parser(
@@ -403,7 +474,12 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=formatter,
     )
     p.add_argument("--suite", choices=["knowledge"], required=True)
-    p.add_argument("--preset", choices=["smoke", "book", "shapes", "full"], default="book")
+    p.add_argument(
+        "--preset",
+        choices=["smoke", "book", "shapes", "repdistiller", "full"],
+        default="book",
+        help="repdistiller (alias full): RepDistiller's CIFAR-100 protocol, on a GPU",
+    )
     p.add_argument("--methods", default=None, help="comma-separated subset (default: all)")
     p.add_argument("--seeds", default=None, help="override the preset's seeds, e.g. 0,1,2")
     p.add_argument("--pairs", default=None, help="comma-separated pair labels (default: all)")
@@ -418,7 +494,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "zoo",
-        help="list, verify or train the shipped teachers",
+        help="list, verify or train the teachers (shipped, or in $KDTUTOR_DATA/teachers)",
         epilog=EXAMPLES["zoo"],
         formatter_class=formatter,
     )

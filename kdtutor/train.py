@@ -748,16 +748,27 @@ def run_seeds(
 ) -> SeedsResult:
     """Build a fresh distiller per seed with ``make(seed)`` (after seeding) and ``fit`` it.
 
+    A ``checkpoint=`` path may contain ``{seed}``, replaced by each run's seed.
+
     Example:
         >>> run = run_seeds(lambda s: build_distiller("kd", build_model("cnn_small"), teacher),
         ...                 train, test, seeds=[0, 1, 2], epochs=10)  # doctest: +SKIP
         >>> run.best  # (mean, std)  # doctest: +SKIP
     """
     seed_list = parse_seeds(seeds)
+    checkpoint = fit_kwargs.pop("checkpoint", None)
+    if checkpoint is not None and len(seed_list) > 1 and "{seed}" not in str(checkpoint):
+        raise ConfigError(
+            f"checkpoint {checkpoint!r} would be overwritten by each of the {len(seed_list)} seeds: "
+            "put {seed} in the path, e.g. 'runs/kd-{seed}.pt'."
+        )
     results = []
     for seed in seed_list:
         seed_everything(seed)
-        results.append(fit(make(seed), train_data, test_data, seed=seed, **fit_kwargs))
+        path = str(checkpoint).replace("{seed}", str(seed)) if checkpoint is not None else None
+        results.append(
+            fit(make(seed), train_data, test_data, seed=seed, checkpoint=path, **fit_kwargs)
+        )
         if seed_log is not None:
             seed_log(f"seed {seed}: {results[-1]}")
     return SeedsResult(results, seed_list)

@@ -4,6 +4,12 @@ Weights live in ``data/zoo/`` (or ``$KDTUTOR_ZOO``) as float16 state dicts besid
 ``manifest.json`` that records, per teacher, the file's sha256, the model, the dataset, the
 training recipe and the accuracy it reached. Loading checks the checksum (a mismatch is an
 error, never a silent retrain) and uses ``torch.load(weights_only=True)``.
+
+Teachers of datasets read from ``$KDTUTOR_DATA`` (the four CIFAR-100 teachers of RepDistiller's
+pairs) are too big to ship (the repository allows 30 MB of weights in all): they are trained
+on demand (``KDTUTOR_DATA=... kdtutor zoo train cifar100_resnet56``, on a GPU) and stored, in
+the same format and with their own ``manifest.json``, in ``$KDTUTOR_DATA/teachers/``, next to
+the data they were trained on and never inside the repository.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import ChecksumError, KDTutorError, unknown_name
+from .errors import ChecksumError, DataNotFoundError, KDTutorError, unknown_name
 from .io import atomic_save, atomic_write_json, safe_load, sha256_file
 
 WEIGHTS_FORMAT = "kdtutor-weights/1"
@@ -29,6 +35,10 @@ WEIGHTS_FORMAT = "kdtutor-weights/1"
 
 class ZooError(KDTutorError):
     """A zoo teacher whose weights are missing or whose manifest is unusable."""
+
+
+class MissingWeightsError(ZooError, DataNotFoundError):
+    """A zoo teacher that was never trained (or whose folder is unknown); says how to train it."""
 
 
 @dataclass(frozen=True)
@@ -42,6 +52,35 @@ class ZooRecipe:
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     train: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
+    published_acc: float | None = None
+    """Top-1 % the same teacher reached in its paper's runs, for comparison (None: no such number)."""
+
+
+REPDISTILLER_PROTOCOL_EPOCHS = 240
+
+REPDISTILLER_TRAIN: dict[str, Any] = {
+    "epochs": REPDISTILLER_PROTOCOL_EPOCHS,
+    "batch_size": 64,
+    "optimizer": "sgd",
+    "lr": 0.05,
+    "momentum": 0.9,
+    "weight_decay": 5e-4,
+    "schedule": "step",
+    "milestones": (150, 180, 210),
+    "gamma": 0.1,
+    "augment": "crop_flip",
+}
+"""RepDistiller's CIFAR-100 recipe (Tian et al., 2020), for its teachers and (with lr 0.01 for
+MobileNet/ShuffleNet students) its students: SGD momentum 0.9, lr 0.05, weight decay 5e-4,
+batch 64, 240 epochs, lr x0.1 at epochs 150, 180 and 210, random crop (padding 4) + flip."""
+
+# Teacher accuracies of RepDistiller's README (CIFAR-100 top-1 %, REFERENCES.md).
+_CIFAR100_TEACHERS = {
+    "wrn_40_2": 75.61,
+    "resnet56": 72.34,
+    "resnet32x4": 79.42,
+    "vgg13": 74.64,
+}
 
 
 RECIPES: dict[str, ZooRecipe] = {
@@ -86,38 +125,114 @@ RECIPES: dict[str, ZooRecipe] = {
                 "schedule": "cosine",
             },
         ),
+        *(
+            ZooRecipe(
+                name=f"cifar100_{model}",
+                model=model,
+                dataset="cifar100",
+                description=(
+                    f"RepDistiller's {model} teacher on CIFAR-100 ($KDTUTOR_DATA), its 240-epoch "
+                    f"recipe; published top-1 {acc:.2f}% (Tian et al. 2020). Train on a GPU."
+                ),
+                train=dict(REPDISTILLER_TRAIN),
+                published_acc=acc,
+            )
+            for model, acc in _CIFAR100_TEACHERS.items()
+        ),
     ]
 }
 
 
 def zoo_dir() -> Path:
-    """``$KDTUTOR_ZOO`` if set, else the repository's ``data/zoo``."""
+    """``$KDTUTOR_ZOO`` if set, else the repository's ``data/zoo``: the shipped teachers."""
     env = os.environ.get("KDTUTOR_ZOO")
     if env:
         return Path(env)
     return Path(__file__).resolve().parent.parent / "data" / "zoo"
 
 
-def manifest_path() -> Path:
-    return zoo_dir() / "manifest.json"
+TEACHERS_FOLDER = "teachers"
+"""Folder below ``$KDTUTOR_DATA`` that holds the teachers of datasets read from there."""
 
 
-def read_manifest() -> dict[str, dict[str, Any]]:
-    """The manifest's entries by teacher name (empty when there is none yet)."""
-    path = manifest_path()
+def external_dir() -> Path | None:
+    """``$KDTUTOR_DATA/teachers`` (None when KDTUTOR_DATA is not set): where teachers of the
+    datasets read from ``$KDTUTOR_DATA`` live, with their own ``manifest.json``."""
+    from .data.real import data_root
+
+    root = data_root()
+    return None if root is None else root / TEACHERS_FOLDER
+
+
+def is_external(recipe: ZooRecipe) -> bool:
+    """True for recipes whose dataset is read from ``$KDTUTOR_DATA`` (weights stored there)."""
+    from .data import dataset_info
+
+    return not dataset_info(recipe.dataset).offline
+
+
+def recipe_dir(recipe: ZooRecipe | str) -> Path | None:
+    """The folder of a teacher's weights and manifest: :func:`zoo_dir` for teachers of offline
+    datasets, :func:`external_dir` (None when KDTUTOR_DATA is unset) for the others."""
+    if isinstance(recipe, str):
+        recipe = get_recipe(recipe)
+    return external_dir() if is_external(recipe) else zoo_dir()
+
+
+def describe_dir(recipe: ZooRecipe | str) -> str:
+    """Where a teacher lives, for humans (``$KDTUTOR_DATA/teachers`` when it is not set)."""
+    folder = recipe_dir(recipe)
+    return f"$KDTUTOR_DATA/{TEACHERS_FOLDER}" if folder is None else str(folder)
+
+
+def manifest_path(folder: Path | None = None) -> Path:
+    """The manifest of ``folder`` (default: the shipped zoo, :func:`zoo_dir`)."""
+    return (folder or zoo_dir()) / "manifest.json"
+
+
+def read_manifest(folder: Path | None = None) -> dict[str, dict[str, Any]]:
+    """The manifest's entries by teacher name (empty when there is none yet).
+
+    ``folder`` defaults to the shipped zoo; pass :func:`external_dir` (or :func:`recipe_dir`)
+    for the teachers stored in ``$KDTUTOR_DATA/teachers``.
+    """
+    path = manifest_path(folder)
     if not path.exists():
         return {}
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as exc:
-        raise ZooError(
-            f"the zoo manifest {path} is not valid JSON ({exc}). Restore it with git checkout."
-        ) from exc
+        fix = (
+            "Restore it with git checkout."
+            if path == manifest_path()
+            else "Repair it, or delete it and retrain its teachers with `kdtutor zoo train NAME`."
+        )
+        raise ZooError(f"the zoo manifest {path} is not valid JSON ({exc}). {fix}") from exc
+
+
+def trained_teachers() -> dict[str, Path]:
+    """Every teacher listed in a manifest: the shipped zoo's, then ``$KDTUTOR_DATA/teachers``'s
+    (when KDTUTOR_DATA is set), mapped to its folder."""
+    found = dict.fromkeys(read_manifest(), zoo_dir())
+    external = external_dir()
+    if external is not None:
+        for name in read_manifest(external):
+            found.setdefault(name, external)
+    return found
 
 
 def list_teachers() -> list[str]:
-    """Names of every zoo teacher (shipped or trainable)."""
-    return sorted(set(RECIPES) | set(read_manifest()))
+    """Names of every zoo teacher (shipped, trained or trainable)."""
+    return sorted(set(RECIPES) | set(trained_teachers()))
+
+
+def scaled_milestones(
+    milestones: Any, epochs: int, protocol_epochs: int = REPDISTILLER_PROTOCOL_EPOCHS
+) -> tuple[int, ...]:
+    """Step-schedule ``milestones`` of a ``protocol_epochs`` schedule shrunk to ``epochs``
+    (in proportion, rounded; those that fall outside 1..epochs-1 are dropped)."""
+    scaled = (round(m * epochs / protocol_epochs) for m in milestones)
+    return tuple(sorted({m for m in scaled if 1 <= m < epochs}))
 
 
 def get_recipe(name: str) -> ZooRecipe:
@@ -143,22 +258,45 @@ def _build(recipe: ZooRecipe) -> nn.Module:
     )
 
 
+def _train_command(recipe: ZooRecipe) -> str:
+    if not is_external(recipe):
+        return f"`kdtutor zoo train {recipe.name}`"
+    root = os.environ.get("KDTUTOR_DATA") or "/path/to/data"
+    return (
+        f"`KDTUTOR_DATA={root} kdtutor zoo train {recipe.name}` on a GPU "
+        f"({recipe.train.get('epochs', '?')} epochs; add --epochs 1 to try it first)"
+    )
+
+
 def verify(name: str) -> Path:
-    """Check a shipped teacher's sha256 against the manifest; return its path."""
+    """Check a teacher's sha256 against its manifest; return its path."""
     recipe = get_recipe(name)
-    entry = read_manifest().get(recipe.name)
-    path = zoo_dir() / f"{recipe.name}.pt"
+    folder = recipe_dir(recipe)
+    if folder is None:
+        raise MissingWeightsError(
+            f"zoo teacher {recipe.name!r} is trained on {recipe.dataset!r} and stored in "
+            f"$KDTUTOR_DATA/{TEACHERS_FOLDER}/, but the environment variable KDTUTOR_DATA is not "
+            "set. Set it to the folder that holds your datasets; if the teacher is not trained "
+            f"yet, train it with {_train_command(recipe)}."
+        )
+    entry = read_manifest(folder).get(recipe.name)
+    path = folder / f"{recipe.name}.pt"
     if entry is None or not path.exists():
-        raise ZooError(
-            f"zoo teacher {recipe.name!r} has no weights in {zoo_dir()}. Train it with "
-            f"`kdtutor zoo train {recipe.name}` (or restore data/zoo from git)."
+        restore = "" if is_external(recipe) else " (or restore data/zoo from git)"
+        raise MissingWeightsError(
+            f"zoo teacher {recipe.name!r} has no weights in {folder}. Train it with "
+            f"{_train_command(recipe)}{restore}."
         )
     actual = sha256_file(path)
     if actual != entry["sha256"]:
+        fix = (
+            f"Retrain it with {_train_command(recipe)}"
+            if is_external(recipe)
+            else f"Restore it (git checkout -- {path}) or retrain it with {_train_command(recipe)}"
+        )
         raise ChecksumError(
             f"{path} has sha256 {actual}, but the manifest expects {entry['sha256']}: the file is "
-            f"corrupt or was changed. Restore it (git checkout -- {path}) or retrain it with "
-            f"`kdtutor zoo train {recipe.name}`, which rewrites the manifest entry."
+            f"corrupt or was changed. {fix}, which rewrites the manifest entry."
         )
     return path
 
@@ -205,18 +343,27 @@ def train_teacher(
     from .train import evaluate, fit
 
     recipe = get_recipe(name)
-    seed_everything(recipe.seed)
-    model = _build(recipe)
+    # the data first: a missing dataset fails here, before anything is built or written
     train = load_dataset(recipe.dataset, "train")
     test = load_dataset(recipe.dataset, "test")
+    folder = recipe_dir(recipe)
+    if folder is None:  # not reached in practice: the dataset came from $KDTUTOR_DATA
+        raise MissingWeightsError(f"set KDTUTOR_DATA to store {recipe.name!r}.")
     config = {**recipe.train, **overrides, "seed": recipe.seed}
+    if "epochs" in overrides and "milestones" not in overrides and config.get("milestones"):
+        config["milestones"] = scaled_milestones(
+            config["milestones"], config["epochs"], recipe.train["epochs"]
+        )
+    seed_everything(recipe.seed)
+    model = _build(recipe)
     started = time.perf_counter()
     result = fit(model, train, test, config=config, log=log, progress=progress)
     seconds = time.perf_counter() - started
-    folder = zoo_dir()
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{recipe.name}.pt"
-    state = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
+    state = {
+        k: (v.half() if v.is_floating_point() else v).cpu() for k, v in model.state_dict().items()
+    }
     atomic_save(
         {"format": WEIGHTS_FORMAT, "name": recipe.name, "model": recipe.model, "state_dict": state},
         path,
@@ -235,11 +382,26 @@ def train_teacher(
         "test_acc_fp16": round(fp16_acc, 2),
         "best_acc": round(result.best_acc, 2),
         "train_seconds": round(seconds, 2),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cpus, torch {torch.__version__}, threads {torch.get_num_threads()}",
+        "machine": _machine(config),
         "date": _dt.date.today().isoformat(),
-        "command": f"kdtutor zoo train {recipe.name}",
+        "command": _command(recipe, overrides),
     }
-    manifest = read_manifest()
+    if recipe.published_acc is not None:
+        entry["published_acc"] = recipe.published_acc
+    manifest = read_manifest(folder)
     manifest[recipe.name] = entry
-    atomic_write_json(manifest_path(), dict(sorted(manifest.items())))
+    atomic_write_json(manifest_path(folder), dict(sorted(manifest.items())))
     return entry
+
+
+def _machine(config: dict[str, Any]) -> str:
+    text = f"{platform.machine()}, {os.cpu_count()} cpus, torch {torch.__version__}, threads {torch.get_num_threads()}"
+    if torch.cuda.is_available() and str(config.get("device") or "cuda").startswith("cuda"):
+        text += f", {torch.cuda.get_device_name()}"
+    return text
+
+
+def _command(recipe: ZooRecipe, overrides: dict[str, Any]) -> str:
+    prefix = "KDTUTOR_DATA=... " if is_external(recipe) else ""
+    extra = f" --epochs {overrides['epochs']}" if "epochs" in overrides else ""
+    return f"{prefix}kdtutor zoo train {recipe.name}{extra}"

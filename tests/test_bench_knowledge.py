@@ -165,16 +165,20 @@ def test_bench_cli_smoke(tmp_path, capsys):
     assert main(["bench", "--suite", "knowledge", "--preset", "smoke", "--methods", "zzz"]) == 2
 
 
-def test_full_preset_explains_missing_data_and_teachers(tmp_path, monkeypatch):
+@pytest.mark.parametrize("preset", ["repdistiller", "full"])
+def test_repdistiller_preset_explains_missing_data_and_teachers(preset, tmp_path, monkeypatch):
     from kdtutor.bench.knowledge import PRESETS, load_pair_teacher
     from kdtutor.errors import DataNotFoundError
 
     monkeypatch.delenv("KDTUTOR_DATA", raising=False)
     out = tmp_path / "full.csv"
     with pytest.raises(DataNotFoundError, match="KDTUTOR_DATA"):
-        run_suite("full", methods=["kd"], out=out, log=None)
+        run_suite(preset, methods=["kd"], out=out, log=None)
     assert not out.exists()  # nothing half-written
     monkeypatch.setenv("KDTUTOR_DATA", str(tmp_path))
-    pair = PRESETS["full"].pairs[0]
-    with pytest.raises(DataNotFoundError, match=r"teachers/wrn_40_2_cifar100\.pt"):
+    pair = PRESETS[preset].pairs[0]
+    with pytest.raises(DataNotFoundError, match=r"teachers") as err:
         load_pair_teacher(pair, "cifar100", 100)
+    assert f"KDTUTOR_DATA={tmp_path} kdtutor zoo train cifar100_wrn_40_2` on a GPU" in str(
+        err.value
+    )

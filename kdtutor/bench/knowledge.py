@@ -7,10 +7,13 @@ machine in ``#`` comment lines at the top. A run already in the file is skipped,
 interrupted suite continues where it stopped. :func:`summarize` and :func:`compare_with_published`
 turn the rows into the comparison chapter's table and rank correlation.
 
-``--preset full`` is RepDistiller's protocol (Tian et al., 2020) on CIFAR-100 from
-``$KDTUTOR_DATA``: the four published pairs, 240 epochs, SGD lr 0.05 (x0.1 at 150, 180, 210),
-batch 64, crop+flip, each method's published loss weights (our defaults). It needs a GPU and
-the four teachers' weights (see :func:`load_pair_teacher`).
+``--preset repdistiller`` (alias ``full``) is RepDistiller's protocol (Tian et al., 2020) on
+CIFAR-100 from ``$KDTUTOR_DATA``: the four published pairs, 240 epochs, SGD momentum 0.9, lr 0.05
+(x0.1 at 150, 180, 210), weight decay 5e-4, batch 64, crop+flip, each method's published loss
+weights (our defaults), best and last accuracy. (RepDistiller uses lr 0.01 for MobileNet and
+ShuffleNet students; none of the four pairs has one.) It runs on the GPU when there is one and
+needs the four teachers, trained once with ``KDTUTOR_DATA=... kdtutor zoo train cifar100_<model>``
+and stored in ``$KDTUTOR_DATA/teachers/`` (see :func:`load_pair_teacher`).
 """
 
 from __future__ import annotations
@@ -37,9 +40,11 @@ __all__ = [
     "FAMILY",
     "KNOWLEDGE_METHODS",
     "PRESETS",
+    "PRESET_ALIASES",
     "PUBLISHED_CIFAR100",
     "Pair",
     "Preset",
+    "canonical_preset",
     "compare_with_published",
     "default_results_path",
     "get_preset",
@@ -78,8 +83,9 @@ _PROTOCOL_EPOCHS = 240
 
 @dataclass(frozen=True)
 class Pair:
-    """A teacher-student pair: the teacher is a zoo name (``shapes_cnn_large``) at reduced
-    scale or a model name whose weights come from ``$KDTUTOR_DATA/teachers`` at full scale."""
+    """A teacher-student pair: the teacher is a zoo name (``shapes_cnn_large``), or a model
+    name whose zoo teacher is ``<dataset>_<model>`` (``resnet56`` on CIFAR-100:
+    ``cifar100_resnet56``, stored in ``$KDTUTOR_DATA/teachers``)."""
 
     teacher: str
     student: str
@@ -128,27 +134,42 @@ PRESETS: dict[str, Preset] = {
     # `shapes` they need about 20k images x 15 epochs (the "shapes" preset, about 5 min a run).
     "book": Preset("mnist5k", MNIST_PAIRS, epochs=8, seeds=(0, 1, 2)),
     "shapes": Preset("shapes", SHAPES_PAIRS, epochs=15, seeds=(0, 1, 2), batch_size=128),
-    "full": Preset(
+    # RepDistiller's protocol (REFERENCES.md), on a GPU: fit picks CUDA when present, and
+    # threads=None leaves torch's thread count alone
+    "repdistiller": Preset(
         "cifar100",
         REPDISTILLER_PAIRS,
         epochs=240,
         seeds=(0, 1, 2),
+        batch_size=64,
+        lr=0.05,
         schedule="step",
         milestones=(150, 180, 210),
         augment="crop_flip",
         threads=None,
+        train={"optimizer": "sgd", "momentum": 0.9, "weight_decay": 5e-4, "gamma": 0.1},
     ),
 }
+
+PRESET_ALIASES: dict[str, str] = {"full": "repdistiller"}
+"""Old preset names that still work: ``full`` is ``repdistiller`` (and writes its results file)."""
+PRESETS.update({alias: PRESETS[name] for alias, name in PRESET_ALIASES.items()})
 
 
 RESULTS_DIR = Path(__file__).resolve().parents[2] / "data" / "results"
 """Where suite results are written by default: ``data/results/`` of the repository."""
 
 
+def canonical_preset(name: str) -> str:
+    """The preset's own name (``full`` -> ``repdistiller``); unknown names are returned as is."""
+    return PRESET_ALIASES.get(name, name)
+
+
 def default_results_path(preset_name: str) -> Path:
-    """``data/results/knowledge_<preset>.csv`` (``$KDTUTOR_RESULTS`` replaces the folder)."""
+    """``data/results/knowledge_<preset>.csv`` (``$KDTUTOR_RESULTS`` replaces the folder);
+    an alias writes the file of the preset it names."""
     folder = Path(os.environ.get("KDTUTOR_RESULTS", RESULTS_DIR))
-    return folder / f"knowledge_{preset_name}.csv"
+    return folder / f"knowledge_{canonical_preset(preset_name)}.csv"
 
 
 def get_preset(name: str) -> Preset:
@@ -156,7 +177,10 @@ def get_preset(name: str) -> Preset:
         return PRESETS[name]
     except KeyError:
         raise unknown_name(
-            "preset", name, PRESETS, hint="Presets: smoke, book, shapes, full."
+            "preset",
+            name,
+            PRESETS,
+            hint="Presets: smoke, book, shapes, repdistiller (alias full).",
         ) from None
 
 
@@ -171,25 +195,34 @@ def method_hparams(method: str, epochs: int) -> dict[str, Any]:
 
 
 def load_pair_teacher(pair: Pair, dataset: str, num_classes: int) -> Any:
-    """The pair's trained teacher: from the zoo at reduced scale; at full scale from
-    ``$KDTUTOR_DATA/teachers/<model>_<dataset>.pt`` (a state dict of our model definition)."""
+    """The pair's trained teacher, from the zoo, with its checksum verified.
+
+    ``pair.teacher`` is a zoo name, or a model name whose zoo teacher is
+    ``<dataset>_<model>`` (``cifar100_resnet56``, stored in ``$KDTUTOR_DATA/teachers``). For
+    older set-ups, a plain state dict at ``$KDTUTOR_DATA/teachers/<model>_<dataset>.pt`` is
+    still read (without a checksum) when the zoo has no such teacher trained.
+    """
     from ..io import safe_load
     from ..models import build_model
-    from ..zoo import RECIPES, load_teacher
+    from ..zoo import RECIPES, MissingWeightsError, load_teacher
 
-    if pair.teacher in RECIPES:
-        return load_teacher(pair.teacher)
-    root = os.environ.get("KDTUTOR_DATA")
-    path = Path(root or ".") / "teachers" / f"{pair.teacher}_{dataset}.pt"
-    if not root or not path.exists():
+    name = pair.teacher if pair.teacher in RECIPES else f"{dataset}_{pair.teacher}"
+    if name not in RECIPES:
         raise DataNotFoundError(
-            f"the full-scale suite needs the trained teacher {pair.teacher!r} at {path}. Train it "
-            f"(e.g. `kdtutor distill --dataset {dataset} --student {pair.teacher} --method scratch "
-            "--epochs 240` on a GPU) and save its state_dict there, with KDTUTOR_DATA set to your "
-            "data folder."
+            f"no zoo teacher {name!r} for the pair {pair.label!r}: add a recipe to "
+            "kdtutor/zoo.py (RECIPES) and train it with `kdtutor zoo train NAME`."
         )
+    try:
+        return load_teacher(name)
+    except MissingWeightsError as exc:
+        root = os.environ.get("KDTUTOR_DATA")
+        legacy = Path(root) / "teachers" / f"{pair.teacher}_{dataset}.pt" if root else None
+        if legacy is None or not legacy.is_file():
+            raise MissingWeightsError(
+                f"the pair {pair.label!r} needs the trained teacher {name!r}: {exc}"
+            ) from None
     model = build_model(pair.teacher, num_classes=num_classes)
-    model.load_state_dict(safe_load(path, what=f"teacher {pair.teacher!r}"))
+    model.load_state_dict(safe_load(legacy, what=f"teacher {pair.teacher!r}"))
     return model.eval()
 
 
@@ -341,8 +374,10 @@ def run_suite(
     most the runs in flight. ``jobs > 1`` runs that many processes (one thread each).
     """
     from ..methods import get_method
+    from ..zoo import scaled_milestones
 
     preset = get_preset(preset_name)
+    preset_name = canonical_preset(preset_name)
     if epochs is not None:
         if epochs < 1:
             raise KDTutorError(f"epochs must be >= 1, got {epochs}.")
@@ -351,7 +386,8 @@ def run_suite(
                 "pass out= (--out) when overriding the preset's epochs, so that results of "
                 "different schedules do not mix in one file."
             )
-        preset = dataclasses.replace(preset, epochs=epochs)
+        milestones = scaled_milestones(preset.milestones, epochs, preset.epochs)
+        preset = dataclasses.replace(preset, epochs=epochs, milestones=milestones)
     methods = list(methods or KNOWLEDGE_METHODS)
     for method in methods:
         get_method(method)
@@ -369,7 +405,7 @@ def run_suite(
     rows: list[dict[str, Any]] = []
     if path.exists():
         rows, old = load_results(path)
-        if old.get("preset", preset_name) != preset_name:
+        if canonical_preset(old.get("preset", preset_name)) != preset_name:
             raise KDTutorError(
                 f"{path} holds results of preset {old.get('preset')!r}, not {preset_name!r}: "
                 "choose another --out or delete the file."
