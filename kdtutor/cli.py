@@ -34,6 +34,8 @@ EXAMPLES = {
   kdtutor datasets
   KDTUTOR_DATA=~/datasets kdtutor distill --dataset cifar100 --student resnet8x4 --method scratch""",
     "bench": """examples:
+  kdtutor bench --speed --preset book        # hand-written loop vs kdtutor vs cache vs scratch
+  kdtutor bench --suite views --preset book  # accuracy cost of caching K augmented views
   kdtutor bench --suite knowledge --preset smoke
   kdtutor bench --suite knowledge --preset book --jobs 2
   kdtutor bench --suite knowledge --preset book --methods scratch,kd,crd --seeds 0
@@ -297,6 +299,36 @@ def cmd_zoo(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    if args.speed:
+        return _bench_speed(args)
+    if args.suite == "views":
+        return _bench_views(args)
+    return _bench_knowledge(args)
+
+
+def _bench_speed(args: argparse.Namespace) -> int:
+    from .bench.speed import default_speed_path, format_speed_table, run_speed
+
+    out = args.out or default_speed_path(args.preset)
+    result = run_speed(
+        args.preset, device=args.device, out=out, command="kdtutor " + " ".join(sys.argv[1:])
+    )
+    print(format_speed_table(result))
+    print(f"wrote {out}")
+    return 0
+
+
+def _bench_views(args: argparse.Namespace) -> int:
+    from .bench.views import default_views_path, format_views_table, run_views
+
+    out = args.out or default_views_path(args.preset)
+    payload = run_views(args.preset, out=out, command="kdtutor " + " ".join(sys.argv[1:]))
+    print(format_views_table(payload))
+    print(f"wrote {out}")
+    return 0
+
+
+def _bench_knowledge(args: argparse.Namespace) -> int:
     from .bench.knowledge import compare_with_published, run_suite, summarize
     from .train import parse_seeds
 
@@ -473,12 +505,26 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXAMPLES["bench"],
         formatter_class=formatter,
     )
-    p.add_argument("--suite", choices=["knowledge"], required=True)
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument(
+        "--suite",
+        choices=["knowledge", "views"],
+        help="knowledge: every method side by side; views: accuracy cost of cached augmented views",
+    )
+    what.add_argument(
+        "--speed",
+        action="store_true",
+        help="time a hand-written PyTorch KD loop, kdtutor, kdtutor with its cache and scratch",
+    )
     p.add_argument(
         "--preset",
         choices=["smoke", "book", "shapes", "repdistiller", "full"],
         default="book",
-        help="repdistiller (alias full): RepDistiller's CIFAR-100 protocol, on a GPU",
+        help="repdistiller (alias full): RepDistiller's CIFAR-100 protocol, on a GPU; "
+        "--speed and --suite views take smoke, book (and full for --speed)",
+    )
+    p.add_argument(
+        "--device", default=None, help="--speed: cpu, cuda ... (default: CUDA when present)"
     )
     p.add_argument("--methods", default=None, help="comma-separated subset (default: all)")
     p.add_argument("--seeds", default=None, help="override the preset's seeds, e.g. 0,1,2")
