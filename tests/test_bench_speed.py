@@ -162,3 +162,14 @@ def test_default_path_honours_kdtutor_results(monkeypatch, tmp_path):
     assert default_speed_path("book") == tmp_path / "speed_book.json"
     monkeypatch.delenv("KDTUTOR_RESULTS")
     assert default_speed_path("smoke").parts[-3:] == ("data", "results", "speed_smoke.json")
+
+
+def test_cli_speed_smoke_prints_the_table_and_writes_json(tmp_path, capsys):
+    from kdtutor.cli import main
+
+    out = tmp_path / "speed.json"
+    assert main(["bench", "--speed", "--preset", "smoke", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "kdtutor/hand" in printed and "kdtutor+cache/scratch" in printed
+    assert json.loads(out.read_text())["preset"]["name"] == "smoke"
+    assert main(["bench", "--speed", "--preset", "shapes", "--out", str(out)]) == 2
