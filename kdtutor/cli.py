@@ -294,7 +294,8 @@ def cmd_zoo(args: argparse.Namespace) -> int:
         )
     overrides = {"epochs": args.epochs} if args.epochs else {}
     entry = zoo.train_teacher(args.name, progress=args.progress, **overrides)
-    print(json.dumps(entry, indent=2))
+    if entry:  # empty on the processes of a torchrun launch other than rank 0
+        print(json.dumps(entry, indent=2))
     return 0
 
 

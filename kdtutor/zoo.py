@@ -336,8 +336,10 @@ def train_teacher(
     """Train a zoo teacher from its recipe, save it (fp16, atomically) and update the manifest.
 
     ``overrides`` change :class:`~kdtutor.train.TrainConfig` fields (e.g. ``epochs=1`` to try it).
-    Returns the new manifest entry.
+    Returns the new manifest entry (an empty dict on the other processes of a ``torchrun``
+    launch, where rank 0 alone writes).
     """
+    from . import distributed
     from .data import load_dataset
     from .seeding import seed_everything
     from .train import evaluate, fit
@@ -359,6 +361,8 @@ def train_teacher(
     started = time.perf_counter()
     result = fit(model, train, test, config=config, log=log, progress=progress)
     seconds = time.perf_counter() - started
+    if not distributed.setup().is_main:  # under torchrun, rank 0 alone writes the weights
+        return {}
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{recipe.name}.pt"
     state = {

@@ -87,3 +87,19 @@ def test_crd_refuses_to_run_distributed(tmp_path):
     result = _run([*args, "--student", "cnn_tiny", "--epochs", "1"], tmp_path, 2)
     assert result.returncode != 0
     assert "memory banks" in result.stderr and "one process" in result.stderr
+
+
+def test_zoo_train_under_torchrun_writes_once_from_rank_0(tmp_path, monkeypatch):
+    import json
+    import shutil
+
+    zoo = tmp_path / "zoo"
+    shutil.copytree(ROOT / "data" / "zoo", zoo)
+    before = json.loads((zoo / "manifest.json").read_text())["mnist5k_mlp"]
+    monkeypatch.setenv("KDTUTOR_ZOO", str(zoo))
+    result = _run(["zoo", "train", "mnist5k_mlp", "--epochs", "1"], tmp_path, 2)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count('"sha256"') == 1  # one entry printed, by rank 0
+    after = json.loads((zoo / "manifest.json").read_text())["mnist5k_mlp"]
+    assert after["train_config"]["epochs"] == 1 and after["sha256"] != before["sha256"]
+    assert not list(zoo.glob(".*.tmp"))
