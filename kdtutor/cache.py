@@ -73,7 +73,8 @@ def cache_refusal(augment: _Transform | None) -> str | None:
     return (
         f"the training transform {augment.describe()} is random, so the teacher would see a different "
         "image every epoch and cached outputs would not match the student's input. Train without "
-        "augmentation to use the cache, or set cache=False."
+        "augmentation to use the cache, cache K fixed augmented views per image with "
+        "cache_views=K (an approximation), or set cache=False."
     )
 
 

@@ -87,6 +87,14 @@ def from_dict(cls: type[C], values: Mapping[str, Any] | None = None, *, what: st
 
 
 def _type_name(annotation: Any) -> str:
+    """``one of 'a', 'b'`` for a Literal, ``int or None`` for a union, else the type's name."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Literal:
+        return "one of " + ", ".join(repr(v) for v in typing.get_args(annotation))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(annotation))
+    if annotation is type(None):
+        return "None"
     return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
 
 
