@@ -425,6 +425,23 @@ def clear_memory_cache() -> None:
     _MEMORY.clear()
 
 
+def list_disk_caches() -> list[dict[str, Any]]:
+    """Every disk teacher cache under ``cache_dir()/teacher``: its folder, size and meta.json
+    (``None`` for a folder without a readable one, e.g. left by an interrupted build)."""
+    root = cache_dir() / "teacher"
+    if not root.is_dir():
+        return []
+    caches = []
+    for folder in sorted(f for f in root.iterdir() if f.is_dir()):
+        try:
+            meta = json.loads((folder / "meta.json").read_text())
+        except (OSError, ValueError):
+            meta = None
+        size = sum(f.stat().st_size for f in folder.iterdir() if f.is_file())
+        caches.append({"folder": str(folder), "bytes": size, "meta": meta})
+    return caches
+
+
 def clear_disk_cache() -> int:
     """Delete every disk teacher cache under ``cache_dir()/teacher``; returns how many."""
     root = cache_dir() / "teacher"

@@ -40,6 +40,9 @@ EXAMPLES = {
   kdtutor bench --suite knowledge --preset book --jobs 2
   kdtutor bench --suite knowledge --preset book --methods scratch,kd,crd --seeds 0
   KDTUTOR_DATA=~/datasets kdtutor bench --suite knowledge --preset repdistiller   # on a GPU""",
+    "cache": """examples:
+  kdtutor cache list     # disk caches made with fit(..., cache_location="disk")
+  kdtutor cache clear""",
     "zoo": """examples:
   kdtutor zoo list
   kdtutor zoo verify
@@ -299,6 +302,27 @@ def cmd_zoo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cache(args: argparse.Namespace) -> int:
+    from .cache import clear_disk_cache, list_disk_caches
+    from .data.diskcache import cache_dir
+
+    if args.action == "clear":
+        print(f"deleted {clear_disk_cache()} teacher caches under {cache_dir() / 'teacher'}")
+        return 0
+    caches = list_disk_caches()
+    print(f"teacher caches under {cache_dir() / 'teacher'} ($KDTUTOR_CACHE): {len(caches)}")
+    for c in caches:
+        meta = c["meta"] or {}
+        shape = (
+            f"{meta['n']} images x {max(1, meta['views'])} view(s), {meta['dtype']}, "
+            f"{len(meta['features'])} feature map(s)"
+            if meta
+            else "incomplete (no readable meta.json): safe to clear"
+        )
+        print(f"{Path(c['folder']).name}  {c['bytes'] / 1024**2:8.1f} MB  {shape}")
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     if args.speed:
         return _bench_speed(args)
@@ -538,6 +562,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--jobs", type=_positive_int, default=1, help="parallel processes")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser(
+        "cache",
+        help="list or delete the teacher-output caches kept on disk",
+        epilog=EXAMPLES["cache"],
+        formatter_class=formatter,
+    )
+    p.add_argument("action", choices=["list", "clear"])
+    p.set_defaults(func=cmd_cache)
 
     p = sub.add_parser(
         "zoo",

@@ -363,3 +363,24 @@ def test_checkpoint_path_per_seed(digits, tmp_path):
         run_seeds(
             lambda s: net(seed=s), *digits, seeds=[0, 1], epochs=1, checkpoint=tmp_path / "r.pt"
         )
+
+
+def test_cli_lists_and_clears_disk_caches(digits, tmp_path, capsys):
+    from kdtutor.cli import main
+
+    train, _ = digits
+    teacher = teacher_net()
+    attach_teacher_cache(build_distiller("kd", net(), teacher), train, None, location="disk")
+    attach_teacher_cache(
+        build_distiller("kd", net(), teacher), train, None, location="disk", dtype="float16"
+    )
+    (tmp_path / "cache" / "teacher" / "interrupted").mkdir()
+    assert main(["cache", "list"]) == 0
+    printed = capsys.readouterr().out
+    assert ": 3" in printed and "300 images x 1 view(s), float16" in printed
+    assert "300 images x 1 view(s), float32" in printed and "incomplete" in printed
+    size = (disk_cache_folder(cache_key(teacher, train, None, [])) / "logits.npy").stat().st_size
+    assert size == 128 + 300 * 10 * 4  # the .npy header, then 300 x 10 float32 logits
+    assert main(["cache", "clear"]) == 0
+    assert "deleted 3" in capsys.readouterr().out
+    assert not list((tmp_path / "cache" / "teacher").iterdir())
