@@ -20,11 +20,8 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import datetime as _dt
 import io
 import os
-import platform
-import subprocess
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +30,7 @@ from typing import Any
 
 from ..errors import DataNotFoundError, KDTutorError, unknown_name
 from ..io import atomic_write_text
+from .provenance import git_commit, machine, results_path, utc_now
 from .published import PUBLISHED_CIFAR100, PUBLISHED_SOURCE, published_gains
 from .stats import mean_std, spearman
 
@@ -156,10 +154,6 @@ PRESET_ALIASES: dict[str, str] = {"full": "repdistiller"}
 PRESETS.update({alias: PRESETS[name] for alias, name in PRESET_ALIASES.items()})
 
 
-RESULTS_DIR = Path(__file__).resolve().parents[2] / "data" / "results"
-"""Where suite results are written by default: ``data/results/`` of the repository."""
-
-
 def canonical_preset(name: str) -> str:
     """The preset's own name (``full`` -> ``repdistiller``); unknown names are returned as is."""
     return PRESET_ALIASES.get(name, name)
@@ -168,8 +162,7 @@ def canonical_preset(name: str) -> str:
 def default_results_path(preset_name: str) -> Path:
     """``data/results/knowledge_<preset>.csv`` (``$KDTUTOR_RESULTS`` replaces the folder);
     an alias writes the file of the preset it names."""
-    folder = Path(os.environ.get("KDTUTOR_RESULTS", RESULTS_DIR))
-    return folder / f"knowledge_{canonical_preset(preset_name)}.csv"
+    return results_path(f"knowledge_{canonical_preset(preset_name)}.csv")
 
 
 def get_preset(name: str) -> Preset:
@@ -292,27 +285,12 @@ COLUMNS = (
 )  # fmt: skip
 
 
-def _commit() -> str:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            cwd=Path(__file__).resolve().parent,
-        )
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
 def _header(preset_name: str, command: str) -> list[str]:
-    machine = f"{platform.node()} {platform.machine()} {os.cpu_count()} cpus, {platform.system()}"
     return [
         f"command: {command}",
-        f"commit: {_commit()}",
-        f"date: {_dt.datetime.now(_dt.UTC).isoformat(timespec='seconds')}",
-        f"machine: {machine}",
+        f"commit: {git_commit()}",
+        f"date: {utc_now()}",
+        f"machine: {machine()}",
         f"preset: {preset_name}",
     ]
 

@@ -39,17 +39,15 @@ start, the largest over the timed epochs) is the part that variant's epoch added
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
-import datetime as _dt
 import os
 import platform
 import statistics
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,8 +57,9 @@ import torch
 from ..config import non_negative, positive
 from ..errors import KDTutorError, unknown_name
 from ..io import atomic_write_json
-from .knowledge import RESULTS_DIR, Pair, _commit, load_pair_teacher
+from .knowledge import Pair, load_pair_teacher
 from .plain import plain_kd_epoch
+from .provenance import git_commit, machine, results_path, torch_threads, utc_now
 
 __all__ = [
     "NOISY_SPREAD",
@@ -157,8 +156,7 @@ def get_speed_preset(name: str) -> SpeedPreset:
 
 def default_speed_path(preset: str) -> Path:
     """``data/results/speed_<preset>.json`` (``$KDTUTOR_RESULTS`` replaces the folder)."""
-    folder = Path(os.environ.get("KDTUTOR_RESULTS", RESULTS_DIR))
-    return folder / f"speed_{preset}.json"
+    return results_path(f"speed_{preset}.json")
 
 
 # --------------------------------------------------------------------------------------------
@@ -224,18 +222,6 @@ class _RSSSampler:
 # --------------------------------------------------------------------------------------------
 # the run
 # --------------------------------------------------------------------------------------------
-@contextlib.contextmanager
-def _threads(count: int | None, device: torch.device) -> Iterator[int]:
-    """Set torch's CPU threads for the block (CPU runs only) and restore them afterwards."""
-    old = torch.get_num_threads()
-    if count and device.type == "cpu":
-        torch.set_num_threads(count)
-    try:
-        yield torch.get_num_threads()
-    finally:
-        torch.set_num_threads(old)
-
-
 def _round_order(r: int) -> tuple[str, ...]:
     """Round ``r``'s order: rotated by one each round (every variant takes every position)
     and reversed every other cycle (every variant follows each of the others)."""
@@ -252,14 +238,14 @@ def _sync(device: torch.device) -> None:
 def _provenance(
     spec: SpeedPreset, command: str, device: torch.device, threads: int
 ) -> dict[str, Any]:
-    machine = f"{platform.node()} {platform.machine()} {os.cpu_count()} cpus, {platform.system()}"
+    host = machine()
     if device.type == "cuda":
-        machine += f", {torch.cuda.get_device_name(device)}"
+        host += f", {torch.cuda.get_device_name(device)}"
     return {
         "command": command,
-        "commit": _commit(),
-        "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        "machine": machine,
+        "commit": git_commit(),
+        "date": utc_now(),
+        "machine": host,
         "python": platform.python_version(),
         "torch": torch.__version__,
         "device": str(device),
@@ -324,7 +310,7 @@ def run_speed(
     command = command or f"kdtutor.bench.speed.run_speed({spec.name!r})"
 
     load_before = _load_average()
-    with _threads(spec.threads, dev) as threads:
+    with torch_threads(spec.threads, dev) as threads:
         train = load_dataset(spec.dataset, "train", size=spec.train_size)
         pair = Pair(spec.teacher, spec.student, f"{spec.teacher}->{spec.student}")
         teacher = load_pair_teacher(pair, spec.dataset, train.num_classes).to(dev).eval()

@@ -10,9 +10,7 @@ over seeds, and writes one JSON file with every run and the summary.
 
 from __future__ import annotations
 
-import datetime as _dt
 import os
-import platform
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -20,6 +18,7 @@ from typing import Any
 
 from ..errors import KDTutorError, unknown_name
 from ..io import atomic_write_json
+from .provenance import git_commit, machine, results_path, torch_threads, utc_now
 from .stats import mean_std
 
 __all__ = ["VIEWS_PRESETS", "ViewsPreset", "default_views_path", "run_views"]
@@ -51,9 +50,7 @@ VIEWS_PRESETS: dict[str, ViewsPreset] = {
 
 def default_views_path(preset: str) -> Path:
     """``data/results/views_<preset>.json`` (``$KDTUTOR_RESULTS`` replaces the folder)."""
-    from .knowledge import RESULTS_DIR
-
-    return Path(os.environ.get("KDTUTOR_RESULTS", RESULTS_DIR)) / f"views_{preset}.json"
+    return results_path(f"views_{preset}.json")
 
 
 def _variants(spec: ViewsPreset) -> list[tuple[str, dict[str, Any]]]:
@@ -93,9 +90,7 @@ def run_views(
         raise KDTutorError(
             f"cannot write {path}: the folder {path.parent} does not exist. Create it first."
         )
-    old_threads = torch.get_num_threads()
-    torch.set_num_threads(spec.threads)
-    try:
+    with torch_threads(spec.threads):
         train = load_dataset(spec.dataset, "train", size=spec.train_size)
         test = load_dataset(spec.dataset, "test", size=spec.test_size)
         teacher = load_teacher(spec.teacher)
@@ -130,13 +125,12 @@ def run_views(
                         f"{name:<30} seed {seed}  best {result.best_acc:.2f}  {result.seconds:.1f} s"
                     )
             clear_memory_cache()
-    finally:
-        torch.set_num_threads(old_threads)
     summary = summarize_views(runs, [name for name, _ in _variants(spec)])
     payload = {
         "command": command or f"kdtutor.bench.views.run_views({preset!r})",
-        "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cpus, torch {torch.__version__}",
+        "commit": git_commit(),
+        "date": utc_now(),
+        "machine": f"{machine()}, torch {torch.__version__}",
         "preset": {"name": preset, **asdict(spec)},
         "summary": summary,
         "runs": runs,
