@@ -238,9 +238,15 @@ def build_cache(
     device: torch.device | str = "cpu",
     dtype: str = "float32",
     views: FixedViews | None = None,
+    location: Location = "memory",
+    paths: Sequence[str] = (),
 ) -> TeacherCache:
-    """Run the distiller's teacher once over ``dataset`` in order and keep its outputs in memory."""
+    """Run the distiller's teacher once over ``dataset`` (and each fixed view) in order and
+    keep its outputs in memory, or in memory-mapped files under :func:`disk_cache_folder`
+    (``location="disk"``; ``paths`` are recorded in its ``meta.json``)."""
     torch_dtype = _check_dtype(dtype)
+    if location == "disk":
+        return _build_disk_cache(distiller, dataset, key, batch_size, device, dtype, views, paths)
     logits, features = _fill(
         distiller,
         dataset,
@@ -266,23 +272,21 @@ def disk_cache_folder(key: str) -> Path:
     return cache_dir() / "teacher" / key
 
 
-def build_disk_cache(
+def _build_disk_cache(
     distiller: Distiller,
     dataset: _Dataset,
-    *,
     key: str,
-    batch_size: int = 512,
-    device: torch.device | str = "cpu",
-    dtype: str = "float32",
-    views: FixedViews | None = None,
-    paths: Sequence[str] = (),
+    batch_size: int,
+    device: torch.device | str,
+    dtype: str,
+    views: FixedViews | None,
+    paths: Sequence[str],
 ) -> TeacherCache:
     """Fill memory-mapped ``.npy`` files under :func:`disk_cache_folder` and open them read-only.
 
     Rows are written straight into the memory maps, so building never holds the whole cache
     in RAM. Each file is renamed into place when complete and ``meta.json`` is written last.
     """
-    _check_dtype(dtype)
     folder = disk_cache_folder(key)
     folder.mkdir(parents=True, exist_ok=True)
     names: dict[str, str] = {}
@@ -392,23 +396,19 @@ def attach_teacher_cache(
     memory_key = f"{location}:{key}"
     cache = _MEMORY.get(memory_key)
     if cache is None:
-        if location == "disk":
-            cache = open_disk_cache(key)
-            if cache is None and build:
-                cache = build_disk_cache(
-                    distiller,
-                    dataset,
-                    key=key,
-                    device=device,
-                    dtype=dtype,
-                    views=views,
-                    paths=paths,
-                )
-            if cache is None:
+        cache = open_disk_cache(key) if location == "disk" else None
+        if cache is None:
+            if not build:
                 raise KDTutorError(f"the disk teacher cache {disk_cache_folder(key)} is missing.")
-        else:
             cache = build_cache(
-                distiller, dataset, key=key, device=device, dtype=dtype, views=views
+                distiller,
+                dataset,
+                key=key,
+                device=device,
+                dtype=dtype,
+                views=views,
+                location=location,
+                paths=paths,
             )
         _MEMORY[memory_key] = cache
         while len(_MEMORY) > MAX_CACHES_IN_MEMORY:
