@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .messages import wrap_message
+from .messages import report_failure, scalar_loss_problem, within, wrap_message
 
 __all__ = ["ATLossCheckError", "check_at_loss", "reference_at_loss"]
 
@@ -271,15 +271,11 @@ def _variants(mode: str) -> tuple[_Variant, list[_Variant]]:
 # the check
 # ----------------------------------------------------------------------------------------------
 def _fail(message: str, raise_on_failure: bool) -> bool:
-    text = wrap_message(f"✗ check_at_loss: {message}")
-    if raise_on_failure:
-        raise ATLossCheckError(text)
-    print(text)
-    return False
+    return report_failure("check_at_loss", message, ATLossCheckError, raise_on_failure)
 
 
 def _close(got: float, expected: float) -> bool:
-    return abs(got - expected) <= ATOL + RTOL * abs(expected)
+    return within(got, expected, atol=ATOL, rtol=RTOL)
 
 
 def _diagnose(got: list[float], cases: list[tuple[_Case, Tensor, Tensor]], mode: str) -> str | None:
@@ -356,23 +352,14 @@ def check_at_loss(
                 "`f /= n`); compute new tensors instead.",
                 raise_on_failure,
             )
-        if not isinstance(out, Tensor):
-            return _fail(
-                f"fn returned {type(out).__name__}, not a torch.Tensor: keep the result a tensor "
-                "(no .item() or float()) so that it can be back-propagated.",
-                raise_on_failure,
-            )
-        if out.numel() != 1:
-            hint = (
-                " It looks like one value per sample: average over the batch."
-                if tuple(out.shape) == (case.batch,)
-                else ""
-            )
-            return _fail(
-                f"fn returned a tensor of shape {tuple(out.shape)} on {case.describe()}; the loss "
-                f"must be a single number (a scalar tensor).{hint}",
-                raise_on_failure,
-            )
+        problem = scalar_loss_problem(
+            out,
+            case.describe(),
+            per_sample=(case.batch,),
+            per_sample_hint=" It looks like one value per sample: average over the batch.",
+        )
+        if problem is not None:
+            return _fail(problem, raise_on_failure)
         got.append(float(out.detach().double()))
 
     expected = [float(reference_at_loss(s, t, case.p, mode)) for case, s, t in cases]

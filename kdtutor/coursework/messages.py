@@ -1,10 +1,12 @@
-"""Formatting shared by the coursework checkers' messages."""
+"""What the coursework checkers share: failure reports, tolerances and output checks."""
 
 from __future__ import annotations
 
 import textwrap
 
-__all__ = ["wrap_message"]
+from torch import Tensor
+
+__all__ = ["report_failure", "scalar_loss_problem", "within", "wrap_message"]
 
 
 def wrap_message(text: str, width: int = 88) -> str:
@@ -26,3 +28,50 @@ def wrap_message(text: str, width: int = 88) -> str:
             )
         )
     return "\n".join(lines)
+
+
+def report_failure(
+    check: str, message: str, error: type[AssertionError], raise_on_failure: bool
+) -> bool:
+    """Raise ``error`` with ``"✗ <check>: <message>"`` (wrapped), or print it and return False."""
+    text = wrap_message(f"✗ {check}: {message}")
+    if raise_on_failure:
+        raise error(text)
+    print(text)
+    return False
+
+
+def within(got: float, expected: float, *, atol: float, rtol: float) -> bool:
+    """``|got - expected| <= atol + rtol * |expected|`` (numpy's ``isclose`` rule)."""
+    return abs(got - expected) <= atol + rtol * abs(expected)
+
+
+def scalar_loss_problem(
+    out: object,
+    where: str,
+    *,
+    per_sample: tuple[int, ...] | None = None,
+    per_sample_hint: str = "",
+    advice: str = ".",
+) -> str | None:
+    """Why a learner's loss is not a scalar tensor (``None`` when it is).
+
+    Args:
+        out: what the learner's function returned.
+        where: the inputs, as the message should name them.
+        per_sample: the shape of one value per sample; when ``out`` has it, ``per_sample_hint``
+            is appended to the message.
+        advice: how the "single number" sentence ends (e.g. ``": average as defined."``).
+    """
+    if not isinstance(out, Tensor):
+        return (
+            f"fn returned {type(out).__name__}, not a torch.Tensor: keep the result a tensor "
+            "(no .item() or float()) so that it can be back-propagated."
+        )
+    if out.numel() != 1:
+        hint = per_sample_hint if per_sample is not None and tuple(out.shape) == per_sample else ""
+        return (
+            f"fn returned a tensor of shape {tuple(out.shape)} on {where}; the loss "
+            f"must be a single number (a scalar tensor){advice}{hint}"
+        )
+    return None

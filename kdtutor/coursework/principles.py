@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .messages import wrap_message
+from .messages import report_failure, scalar_loss_problem, within, wrap_message
 
 __all__ = ["KDLossCheckError", "check_kd_loss", "reference_kd_loss"]
 
@@ -210,15 +210,11 @@ _VARIANTS: list[_Variant] = sorted(
 # the check
 # ----------------------------------------------------------------------------------------------
 def _fail(message: str, raise_on_failure: bool) -> bool:
-    text = wrap_message(f"✗ check_kd_loss: {message}")
-    if raise_on_failure:
-        raise KDLossCheckError(text)
-    print(text)
-    return False
+    return report_failure("check_kd_loss", message, KDLossCheckError, raise_on_failure)
 
 
 def _close(got: float, expected: float) -> bool:
-    return abs(got - expected) <= ATOL + RTOL * abs(expected)
+    return within(got, expected, atol=ATOL, rtol=RTOL)
 
 
 def _call(fn: KDLossFn, zs: Tensor, zt: Tensor, T: float) -> Tensor:
@@ -283,23 +279,15 @@ def check_kd_loss(fn: KDLossFn, *, raise_on_failure: bool = True, verbose: bool 
                 "new tensors instead (`zs / T`).",
                 raise_on_failure,
             )
-        if not isinstance(out, Tensor):
-            return _fail(
-                f"fn returned {type(out).__name__}, not a torch.Tensor: keep the result a tensor "
-                "(no .item() or float()) so that it can be back-propagated.",
-                raise_on_failure,
-            )
-        if out.numel() != 1:
-            hint = (
-                " It looks like one value per sample (reduction='none'): average over the batch."
-                if tuple(out.shape) == (case.batch,)
-                else ""
-            )
-            return _fail(
-                f"fn returned a tensor of shape {tuple(out.shape)} on {case.describe()}; the loss "
-                f"must be a single number (a scalar tensor).{hint}",
-                raise_on_failure,
-            )
+        problem = scalar_loss_problem(
+            out,
+            case.describe(),
+            per_sample=(case.batch,),
+            per_sample_hint=" It looks like one value per sample (reduction='none'): average "
+            "over the batch.",
+        )
+        if problem is not None:
+            return _fail(problem, raise_on_failure)
         got.append(float(out.detach().double()))
 
     expected = [float(reference_kd_loss(zs, zt, case.T)) for case, zs, zt in cases]

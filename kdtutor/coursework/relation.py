@@ -45,7 +45,7 @@ from dataclasses import dataclass, fields
 import torch
 from torch import Tensor
 
-from .messages import wrap_message
+from .messages import report_failure, scalar_loss_problem, within, wrap_message
 
 __all__ = [
     "RelationCheckError",
@@ -106,15 +106,11 @@ class _Case:
 
 
 def _close(got: float, expected: float) -> bool:
-    return abs(got - expected) <= ATOL + RTOL * abs(expected)
+    return within(got, expected, atol=ATOL, rtol=RTOL)
 
 
 def _fail(check: str, message: str, raise_on_failure: bool) -> bool:
-    text = wrap_message(f"✗ {check}: {message}")
-    if raise_on_failure:
-        raise RelationCheckError(text)
-    print(text)
-    return False
+    return report_failure(check, message, RelationCheckError, raise_on_failure)
 
 
 def _evaluate(
@@ -147,16 +143,9 @@ def _evaluate(
             "your function changed its input tensors in place (e.g. `s /= mean`); compute new "
             "tensors instead (`s / mean`)."
         )
-    if not isinstance(out, Tensor):
-        return None, (
-            f"fn returned {type(out).__name__}, not a torch.Tensor: keep the result a tensor "
-            "(no .item() or float()) so that it can be back-propagated."
-        )
-    if out.numel() != 1:
-        return None, (
-            f"fn returned a tensor of shape {tuple(out.shape)} on {case.describe()}; the loss "
-            "must be a single number (a scalar tensor): average as the definition says."
-        )
+    problem = scalar_loss_problem(out, case.describe(), advice=": average as the definition says.")
+    if problem is not None:
+        return None, problem
     return out, None
 
 

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .messages import wrap_message
+from .messages import report_failure, within, wrap_message
 
 __all__ = ["DKDLossCheckError", "check_dkd_loss", "reference_dkd_loss"]
 
@@ -300,15 +300,11 @@ def _diagnose_term(term: str, got: list[float], cases: list[tuple]) -> str | Non
 # the check
 # ----------------------------------------------------------------------------------------------
 def _close(got: float, expected: float) -> bool:
-    return abs(got - expected) <= ATOL + RTOL * abs(expected)
+    return within(got, expected, atol=ATOL, rtol=RTOL)
 
 
 def _fail(message: str, raise_on_failure: bool) -> bool:
-    text = wrap_message(f"✗ check_dkd_loss: {message}")
-    if raise_on_failure:
-        raise DKDLossCheckError(text)
-    print(text)
-    return False
+    return report_failure("check_dkd_loss", message, DKDLossCheckError, raise_on_failure)
 
 
 _STEPS = {
