@@ -384,3 +384,29 @@ def test_cli_lists_and_clears_disk_caches(digits, tmp_path, capsys):
     assert main(["cache", "clear"]) == 0
     assert "deleted 3" in capsys.readouterr().out
     assert not list((tmp_path / "cache" / "teacher").iterdir())
+
+
+def test_a_transform_without_sample_runs_whole_in_order(shapes):
+    """A random transform that only implements __call__ still gets the epoch's generator, in
+    batch order, but cannot run in loader threads or be sharded."""
+    from kdtutor.data._random import mix_seed
+    from kdtutor.data.transforms import BatchTransform
+
+    class Noise(BatchTransform):
+        deterministic = False
+
+        def __call__(self, x, generator=None):
+            return x + torch.randn(x.shape, generator=generator)
+
+        def describe(self):
+            return "Noise()"
+
+    loader = BatchLoader(shapes, 40, shuffle=True, seed=5, augment=Noise())
+    got = batches(loader, epoch=1)
+    generator = torch.Generator().manual_seed(mix_seed(5, 1, 2))
+    for batch in got:
+        x, _ = shapes.batch(batch.index)
+        assert torch.equal(batch.x, x + torch.randn(x.shape, generator=generator))
+    for options in ({"workers": 2}, {"shard": (0, 2)}):
+        with pytest.raises(ValueError, match="sample"):
+            batches(BatchLoader(shapes, 40, augment=Noise(), **options))

@@ -147,9 +147,12 @@ class BatchLoader:
             batches -= 1  # a last global batch too small to give every process a sample
         return batches
 
-    def _plan(self) -> list[_Plan]:
-        """Every batch's indices and random parameters, drawn in one fixed sequence."""
+    def _plan(self) -> tuple[list[_Plan], torch.Generator | None]:
+        """Every batch's indices and random parameters, drawn in one fixed sequence; and, for a
+        random transform without ``sample``/``apply``, the (untouched) generator it draws from
+        as it runs."""
         order = self.order()
+        whole_transform = False
         generator = None
         if self.views is not None or not self.augment.deterministic:
             generator = torch.Generator().manual_seed(
@@ -163,7 +166,8 @@ class BatchLoader:
                 view = torch.randint(0, self.views.views, (len(index),), generator=generator)
             elif generator is not None:
                 params = self.augment.sample(len(index), generator)
-                if params is None and (self.workers or self.shard is not None):
+                whole_transform = params is None
+                if whole_transform and (self.workers or self.shard is not None):
                     raise ValueError(
                         f"{self.augment.describe()} cannot draw its parameters apart from applying "
                         "them (no sample/apply), so it cannot run in loader workers or be sharded; "
@@ -177,7 +181,7 @@ class BatchLoader:
                 params = None if params is None else tuple(t[rank::world] for t in params)
                 view = None if view is None else view[rank::world]
             plans.append(_Plan(index, params, view, global_size))
-        return plans
+        return plans, generator if whole_transform else None
 
     def _make(self, plan: _Plan, generator: torch.Generator | None = None) -> Batch:
         x, y = self.dataset.batch(plan.index)
@@ -192,20 +196,10 @@ class BatchLoader:
         return Batch(x, y, plan.index, plan.view, plan.global_size)
 
     def __iter__(self) -> Iterator[Batch]:
-        plans = self._plan()
+        plans, whole_transform_generator = self._plan()
         if not self.workers:
-            generator = None
-            if (
-                plans
-                and plans[0].params is None
-                and self.views is None
-                and not self.augment.deterministic
-            ):
-                generator = torch.Generator().manual_seed(
-                    mix_seed(self.seed, self.epoch, _AUGMENT_STREAM)
-                )
             for plan in plans:
-                yield self._make(plan, generator)
+                yield self._make(plan, whole_transform_generator)
             return
         with ThreadPoolExecutor(self.workers, thread_name_prefix="kdtutor-loader") as pool:
             ahead: deque[Future[Batch]] = deque()
