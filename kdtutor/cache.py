@@ -16,7 +16,12 @@ Two places to keep them:
 
 ``dtype="float16"`` halves the storage (logits rounded to about 3 significant digits).
 With random augmentation, ``views=K`` caches K fixed augmented views of every image
-(:class:`~kdtutor.data.transforms.FixedViews`), an approximation of fresh augmentation.
+(:class:`~kdtutor.data.transforms.FixedViews`), an approximation of fresh augmentation; a
+batch then names the cache row of each sample it shows (``Batch.rows``: ``view * N + index``).
+
+The cache knows teachers, not distillers: :func:`open_teacher_cache` takes a frozen teacher
+and the feature paths to keep, and :class:`TeacherOutputs` (what a method reads from its
+teacher) lives here, so methods import the cache and never the other way round.
 """
 
 from __future__ import annotations
@@ -27,9 +32,10 @@ import json
 import shutil
 import warnings
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import torch
@@ -38,10 +44,8 @@ from torch import Tensor, nn
 from .data.diskcache import cache_dir
 from .data.transforms import FixedViews
 from .errors import KDTutorError
+from .features import FeatureExtractor
 from .io import atomic_array, atomic_write_json
-
-if TYPE_CHECKING:
-    from .methods.base import Distiller, TeacherOutputs
 
 _MEMORY: OrderedDict[str, TeacherCache] = OrderedDict()
 MAX_CACHES_IN_MEMORY = 4
@@ -52,6 +56,61 @@ _DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
 class CacheRefusedError(KDTutorError, ValueError):
     """Caching was requested where it would be wrong (random augmentation)."""
+
+
+@dataclass
+class TeacherOutputs:
+    """What a method may read from its teacher: logits and named intermediate features."""
+
+    logits: Tensor
+    features: dict[str, Tensor] = field(default_factory=dict)
+
+
+@torch.no_grad()
+def teacher_forward(teacher: nn.Module, x: Tensor, paths: Sequence[str] = ()) -> TeacherOutputs:
+    """Run a frozen ``teacher`` on ``x`` and capture the features at ``paths`` (never cached)."""
+    if not paths:
+        return TeacherOutputs(teacher(x))
+    with FeatureExtractor(teacher, list(paths), detach=True) as fx:
+        logits = teacher(x)
+        return TeacherOutputs(logits, dict(fx.features))
+
+
+@dataclass(frozen=True)
+class CacheOptions:
+    """How :func:`open_teacher_cache` caches, validated once when built.
+
+    Attributes:
+        mode: ``"auto"`` caches when valid and silently skips when augmentation is random
+            (without fixed ``views``); ``True`` insists (and raises
+            :class:`CacheRefusedError` with the reason when invalid); ``False`` never caches.
+        location: ``"memory"`` or ``"disk"`` (memory-mapped files under ``cache_dir()``).
+        dtype: ``"float32"`` or ``"float16"`` storage.
+        views: fixed augmented views to cache instead of the plain images.
+    """
+
+    mode: bool | Literal["auto"] = "auto"
+    location: Location = "memory"
+    dtype: Literal["float32", "float16"] = "float32"
+    views: FixedViews | None = None
+
+    def __post_init__(self) -> None:
+        if self.mode not in (True, False, "auto"):
+            raise KDTutorError(f"cache must be True, False or 'auto', got {self.mode!r}.")
+        if self.location not in ("memory", "disk"):
+            raise KDTutorError(
+                f"cache_location must be 'memory' or 'disk', got {self.location!r}: 'disk' keeps "
+                "teacher outputs in memory-mapped files under $KDTUTOR_CACHE."
+            )
+        if self.dtype not in _DTYPES:
+            raise KDTutorError(
+                f"cache_dtype must be 'float32' or 'float16', got {self.dtype!r}: float16 halves "
+                "the memory or disk a cache takes."
+            )
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return _DTYPES[self.dtype]
 
 
 class _Dataset(Protocol):
@@ -118,12 +177,9 @@ class TeacherCache:
     """Teacher logits and features for every image (and fixed view) of one dataset.
 
     Row ``view * n + index`` holds the outputs on view ``view`` of image ``index`` (row
-    ``index`` without views). The arrays are tensors in memory or read-only ``numpy``
-    memory maps on disk; lookups return float32 tensors either way.
-
-    Attributes:
-        batch_view: the views shown in the current batch; the trainer sets it before each
-            step when training with fixed views (a lookup without it is refused).
+    ``index`` without views): a batch carries these rows (``Batch.rows``), so a lookup needs
+    nothing else. The arrays are tensors in memory or read-only ``numpy`` memory maps on
+    disk; lookups return float32 tensors either way.
     """
 
     def __init__(
@@ -144,30 +200,20 @@ class TeacherCache:
         self.folder = folder
         self.n = logits.shape[0] // max(1, views)
         self.hits = 0
-        self.batch_view: Tensor | None = None
 
     def __len__(self) -> int:
         return self.n
 
-    def rows(self, index: Tensor, view: Tensor | None = None) -> Tensor:
-        """Cache rows of the samples ``index`` (shown as views ``view``)."""
-        index = index.cpu().long()
-        if not self.views:
-            return index
-        if view is None:
+    def lookup(self, rows: Tensor, device: torch.device | str = "cpu") -> TeacherOutputs:
+        """The cached outputs of cache rows ``rows`` (``Batch.rows``), as float32 on ``device``."""
+        rows = rows.cpu().long()
+        if rows.numel() and int(rows.max()) >= self.logits.shape[0]:
             raise KDTutorError(
-                "this teacher cache holds fixed augmented views, but the batch does not say which "
-                "view each sample shows: train through kdtutor.train.fit, or set cache.batch_view."
+                f"teacher cache rows up to {int(rows.max())} asked of a cache of "
+                f"{self.logits.shape[0]} rows: the batch comes from another dataset than the one "
+                "the cache was built for (or from fixed views the cache does not hold)."
             )
-        return view.cpu().long() * self.n + index
-
-    def lookup(
-        self, index: Tensor, device: torch.device | str = "cpu", view: Tensor | None = None
-    ) -> TeacherOutputs:
-        from .methods.base import TeacherOutputs
-
         self.hits += 1
-        rows = self.rows(index, view if view is not None else self.batch_view)
         return TeacherOutputs(
             _take(self.logits, rows).to(device, torch.float32, non_blocking=True),
             {
@@ -186,7 +232,7 @@ class _Sink(Protocol):
 
 
 def _fill(
-    distiller: Distiller,
+    forward: Callable[[Tensor], TeacherOutputs],
     dataset: _Dataset,
     views: FixedViews | None,
     sink: _Sink,
@@ -205,7 +251,7 @@ def _fill(
                 x, _ = dataset.batch(index)
                 if views is not None:
                     x = views.apply(x, torch.full_like(index, v), index)
-                out = distiller.compute_teacher_outputs(x.to(device))
+                out = forward(x.to(device))
                 if logits is None:
                     logits = sink("logits", (count * n, *out.logits.shape[1:]))
                     features = {
@@ -230,41 +276,43 @@ def _as_stored(t: Tensor, target: Any) -> Any:
 
 
 def build_cache(
-    distiller: Distiller,
+    teacher: nn.Module | Callable[[Tensor], TeacherOutputs],
     dataset: _Dataset,
     *,
     key: str,
+    paths: Sequence[str] = (),
+    options: CacheOptions | None = None,
     batch_size: int = 512,
     device: torch.device | str = "cpu",
-    dtype: str = "float32",
-    views: FixedViews | None = None,
-    location: Location = "memory",
-    paths: Sequence[str] = (),
 ) -> TeacherCache:
-    """Run the distiller's teacher once over ``dataset`` (and each fixed view) in order and
-    keep its outputs in memory, or in memory-mapped files under :func:`disk_cache_folder`
-    (``location="disk"``; ``paths`` are recorded in its ``meta.json``)."""
-    torch_dtype = _check_dtype(dtype)
-    if location == "disk":
-        return _build_disk_cache(distiller, dataset, key, batch_size, device, dtype, views, paths)
+    """Run ``teacher`` once over ``dataset`` (and each fixed view of ``options.views``) in
+    order and keep its logits and the features at ``paths`` in memory, or in memory-mapped
+    files under :func:`disk_cache_folder` (``options.location="disk"``).
+
+    ``teacher`` is a frozen module, or any function from a batch to :class:`TeacherOutputs`
+    (a distiller's ``compute_teacher_outputs``, which counts its calls).
+    """
+    options = options or CacheOptions()
+    if isinstance(teacher, nn.Module):
+        module = teacher
+
+        def forward(x: Tensor) -> TeacherOutputs:
+            return teacher_forward(module, x, paths)
+
+    else:
+        forward = teacher
+    views = options.views
+    if options.location == "disk":
+        return _build_disk_cache(forward, dataset, key, batch_size, device, options, paths)
     logits, features = _fill(
-        distiller,
+        forward,
         dataset,
         views,
-        lambda name, shape: torch.empty(shape, dtype=torch_dtype),
+        lambda name, shape: torch.empty(shape, dtype=options.torch_dtype),
         batch_size,
         device,
     )
     return TeacherCache(key, logits, features, views=views.views if views else 0)
-
-
-def _check_dtype(dtype: str) -> torch.dtype:
-    if dtype not in _DTYPES:
-        raise KDTutorError(
-            f"cache_dtype must be 'float32' or 'float16', got {dtype!r}: float16 halves the "
-            "memory or disk a cache takes."
-        )
-    return _DTYPES[dtype]
 
 
 def disk_cache_folder(key: str) -> Path:
@@ -273,13 +321,12 @@ def disk_cache_folder(key: str) -> Path:
 
 
 def _build_disk_cache(
-    distiller: Distiller,
+    forward: Callable[[Tensor], TeacherOutputs],
     dataset: _Dataset,
     key: str,
     batch_size: int,
     device: torch.device | str,
-    dtype: str,
-    views: FixedViews | None,
+    options: CacheOptions,
     paths: Sequence[str],
 ) -> TeacherCache:
     """Fill memory-mapped ``.npy`` files under :func:`disk_cache_folder` and open them read-only.
@@ -290,15 +337,16 @@ def _build_disk_cache(
     folder = disk_cache_folder(key)
     folder.mkdir(parents=True, exist_ok=True)
     names: dict[str, str] = {}
+    views = options.views
     with contextlib.ExitStack() as files:  # on error every temporary file is removed
 
         def sink(name: str, shape: tuple[int, ...]) -> np.ndarray:
             file = "logits.npy" if name == "logits" else f"feature{len(names)}.npy"
             if name != "logits":
                 names[name] = file
-            return files.enter_context(atomic_array(folder / file, shape, np.dtype(dtype)))
+            return files.enter_context(atomic_array(folder / file, shape, np.dtype(options.dtype)))
 
-        _fill(distiller, dataset, views, sink, batch_size, device)
+        _fill(forward, dataset, views, sink, batch_size, device)
     atomic_write_json(
         folder / "meta.json",
         {
@@ -306,7 +354,7 @@ def _build_disk_cache(
             "key": key,
             "n": len(dataset),
             "views": views.views if views else 0,
-            "dtype": dtype,
+            "dtype": options.dtype,
             "paths": list(paths),
             "features": names,
         },
@@ -351,72 +399,59 @@ def open_disk_cache(key: str) -> TeacherCache | None:
     )
 
 
-def attach_teacher_cache(
-    distiller: Distiller,
+def open_teacher_cache(
+    teacher: nn.Module,
     dataset: _Dataset,
     augment: _Transform | None = None,
     *,
-    mode: bool | str = "auto",
+    paths: Sequence[str] = (),
+    options: CacheOptions | None = None,
+    forward: Callable[[Tensor], TeacherOutputs] | None = None,
     device: torch.device | str = "cpu",
-    location: Location = "memory",
-    dtype: str = "float32",
-    views: FixedViews | None = None,
     build: bool = True,
 ) -> TeacherCache | None:
-    """Attach a (possibly shared) teacher-output cache to ``distiller``.
+    """The (possibly shared) cache of ``teacher``'s outputs on ``dataset``, or ``None``.
 
     Args:
-        mode: ``"auto"`` caches when valid and silently skips when augmentation is random
-            (without fixed ``views``); ``True`` insists (and raises
-            :class:`CacheRefusedError` with the reason when invalid); ``False`` never caches.
-        location: ``"memory"`` or ``"disk"`` (memory-mapped files under ``cache_dir()``).
-        dtype: ``"float32"`` or ``"float16"`` storage.
-        views: fixed augmented views to cache instead of the plain images.
+        teacher: the frozen teacher; its weights are part of the key.
+        dataset: the training split (it needs ``fingerprint()`` and ``batch(indices)``).
+        augment: the training transform (a random one refuses the cache without views).
+        paths: teacher feature paths to cache with the logits.
+        options: see :class:`CacheOptions`.
+        forward: how to compute one batch's outputs (default :func:`teacher_forward`).
         build: with ``False``, only open an existing disk cache (distributed runs: one
             process builds, the others wait and open it).
-
-    Returns:
-        The cache attached, or ``None``.
     """
-    distiller._cache = None
-    if mode is False or distiller.teacher is None:
+    options = options or CacheOptions()
+    if options.mode is False:
         return None
-    if mode not in (True, "auto"):
-        raise ValueError(f"cache must be True, False or 'auto', got {mode!r}.")
-    if location not in ("memory", "disk"):
-        raise KDTutorError(f"cache_location must be 'memory' or 'disk', got {location!r}.")
-    _check_dtype(dtype)
-    reason = cache_refusal(augment) if views is None else None
+    reason = cache_refusal(augment) if options.views is None else None
     if reason is not None:
-        if mode is True:
+        if options.mode is True:
             raise CacheRefusedError(f"teacher-output cache refused: {reason}")
         return None
-    paths = list(distiller.teacher_feature_paths())
-    key = cache_key(distiller.teacher, dataset, views or augment, paths, dtype=dtype)
-    memory_key = f"{location}:{key}"
+    paths = list(paths)
+    key = cache_key(teacher, dataset, options.views or augment, paths, dtype=options.dtype)
+    memory_key = f"{options.location}:{key}"
     cache = _MEMORY.get(memory_key)
     if cache is None:
-        cache = open_disk_cache(key) if location == "disk" else None
+        cache = open_disk_cache(key) if options.location == "disk" else None
         if cache is None:
             if not build:
                 raise KDTutorError(f"the disk teacher cache {disk_cache_folder(key)} is missing.")
             cache = build_cache(
-                distiller,
+                forward or teacher,
                 dataset,
                 key=key,
-                device=device,
-                dtype=dtype,
-                views=views,
-                location=location,
                 paths=paths,
+                options=options,
+                device=device,
             )
         _MEMORY[memory_key] = cache
         while len(_MEMORY) > MAX_CACHES_IN_MEMORY:
             _MEMORY.popitem(last=False)
     else:
         _MEMORY.move_to_end(memory_key)
-    cache.batch_view = None
-    distiller._cache = cache
     return cache
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from kdtutor.io import safe_load
+from kdtutor.train import CHECKPOINT_FORMAT
 
 SCRIPT = r"""
 import sys
@@ -64,7 +65,7 @@ def _check_files(folder: Path) -> int:
     if not (folder / "run.pt").exists():
         return -1
     ckpt = safe_load(folder / "run.pt")  # a truncated file would raise CheckpointError
-    assert ckpt["format"] == "kdtutor-checkpoint/1"
+    assert ckpt["format"] == CHECKPOINT_FORMAT
     assert len(ckpt["history"]) == ckpt["epoch"] + 1
     return int(ckpt["epoch"])
 

@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from kdtutor.cache import (
-    attach_teacher_cache,
     cache_key,
     clear_memory_cache,
     disk_cache_folder,
@@ -161,7 +160,7 @@ def test_disk_cache_float32_equals_the_teacher_and_is_reused(digits):
     train, _ = digits
     teacher = teacher_net()
     d = build_distiller("kd", net(), teacher)
-    cache = attach_teacher_cache(d, train, None, mode=True, location="disk")
+    cache = d.cache_teacher(train, None, mode=True, location="disk")
     assert cache.location == "disk" and isinstance(cache.logits, np.memmap)
     key = cache_key(teacher, train, None, [])
     folder = disk_cache_folder(key)
@@ -184,7 +183,7 @@ def test_float16_cache_rounds_to_half_precision(digits):
     teacher = teacher_net()
     for location in ("memory", "disk"):
         d = build_distiller("kd", net(), teacher)
-        cache = attach_teacher_cache(d, train, None, mode=True, location=location, dtype="float16")
+        cache = d.cache_teacher(train, None, mode=True, location=location, dtype="float16")
         assert cache.logits.dtype in (torch.float16, np.float16)
         x, _ = train.batch(torch.arange(len(train)))
         with torch.no_grad():
@@ -200,7 +199,7 @@ def test_float16_cache_rounds_to_half_precision(digits):
 def test_disk_cache_keeps_features_for_feature_methods(shapes):
     teacher = small_cnn(seed=5).eval()
     d = build_distiller("at", small_cnn(), teacher, input_shape=(3, 32, 32))
-    cache = attach_teacher_cache(d, shapes, None, mode=True, location="disk")
+    cache = d.cache_teacher(shapes, None, mode=True, location="disk")
     assert set(cache.features) == set(d.teacher_feature_paths())
     idx = torch.tensor([3, 1, 90])
     x, _ = shapes.batch(idx)
@@ -216,7 +215,7 @@ def test_a_damaged_disk_cache_is_rebuilt_with_a_warning(digits, damage):
     train, _ = digits
     teacher = teacher_net()
     d = build_distiller("kd", net(), teacher)
-    attach_teacher_cache(d, train, None, mode=True, location="disk")
+    d.cache_teacher(train, None, mode=True, location="disk")
     folder = disk_cache_folder(cache_key(teacher, train, None, []))
     if damage == "meta":
         (folder / "meta.json").write_text("{not json")
@@ -228,8 +227,8 @@ def test_a_damaged_disk_cache_is_rebuilt_with_a_warning(digits, damage):
         assert open_disk_cache(cache_key(teacher, train, None, [])) is None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        cache = attach_teacher_cache(
-            build_distiller("kd", net(), teacher), train, None, mode=True, location="disk"
+        cache = build_distiller("kd", net(), teacher).cache_teacher(
+            train, None, mode=True, location="disk"
         )
     x, _ = train.batch(torch.arange(5))
     with torch.no_grad():
@@ -241,15 +240,16 @@ def test_views_cache_holds_the_teacher_on_each_view(shapes):
     teacher = small_cnn(seed=5).eval()
     views = FixedViews(build_augment("crop_flip"), len(shapes), 3)
     d = build_distiller("kd", small_cnn(), teacher)
-    cache = attach_teacher_cache(d, shapes, build_augment("crop_flip"), mode=True, views=views)
+    cache = d.cache_teacher(shapes, build_augment("crop_flip"), mode=True, views=views)
     assert cache.views == 3 and cache.logits.shape[0] == 3 * len(shapes)
     idx, view = torch.tensor([4, 4, 60, 0]), torch.tensor([0, 2, 1, 2])
     x, _ = shapes.batch(idx)
     with torch.no_grad():
         direct = teacher(views.apply(x, view, idx))
-    assert torch.allclose(cache.lookup(idx, view=view).logits, direct, atol=1e-5)
-    with pytest.raises(KDTutorError, match="which view"):
-        cache.lookup(idx)
+    rows = view * len(shapes) + idx  # what Batch.rows holds
+    assert torch.allclose(cache.lookup(rows).logits, direct, atol=1e-5)
+    with pytest.raises(KDTutorError, match="another dataset"):
+        cache.lookup(rows + 3 * len(shapes))
 
 
 def test_fit_with_views_runs_the_teacher_once_per_view(shapes):
@@ -272,13 +272,11 @@ def test_views_training_matches_running_the_teacher_on_the_same_views(shapes):
         views = FixedViews(build_augment("crop_flip"), len(shapes), 2)
         loader = BatchLoader(shapes, 32, shuffle=True, seed=0, views=views)
         if cache:
-            c = attach_teacher_cache(d, shapes, views.augment, mode=True, views=views)
+            d.cache_teacher(shapes, views.augment, mode=True, views=views)
         opt = torch.optim.SGD(d.trainable_parameters(), lr=0.05)
         d.train()
         for batch in loader.set_epoch(0):
-            if cache:
-                c.batch_view = batch.view
-            _, losses = d(batch.x, batch.y, batch.index if cache else None)
+            _, losses = d(batch.x, batch.y, batch.rows if cache else None)
             opt.zero_grad()
             sum(losses.values()).backward()
             opt.step()
@@ -308,7 +306,7 @@ def test_runtime_defaults_are_off_on_cpu_and_on_with_cuda(monkeypatch):
         None,
     )
     assert not resolve_runtime(TrainConfig(amp=True), torch.device("cpu")).amp
-    import kdtutor.train as train_module
+    import kdtutor.train.config as train_module
 
     monkeypatch.setattr(train_module, "_bf16_supported", lambda device: True)
     gpu = resolve_runtime(TrainConfig(), torch.device("cuda", 0))
@@ -370,9 +368,9 @@ def test_cli_lists_and_clears_disk_caches(digits, tmp_path, capsys):
 
     train, _ = digits
     teacher = teacher_net()
-    attach_teacher_cache(build_distiller("kd", net(), teacher), train, None, location="disk")
-    attach_teacher_cache(
-        build_distiller("kd", net(), teacher), train, None, location="disk", dtype="float16"
+    build_distiller("kd", net(), teacher).cache_teacher(train, None, location="disk")
+    build_distiller("kd", net(), teacher).cache_teacher(
+        train, None, location="disk", dtype="float16"
     )
     (tmp_path / "cache" / "teacher" / "interrupted").mkdir()
     assert main(["cache", "list"]) == 0

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kdtutor.cache import CacheRefusedError, attach_teacher_cache, cache_key, clear_memory_cache
+from kdtutor.cache import CacheRefusedError, cache_key, clear_memory_cache
 from kdtutor.config import ConfigError
 from kdtutor.data import load_dataset
 from kdtutor.errors import CheckpointError, NonFiniteLossError
@@ -83,7 +83,7 @@ def test_cache_hit_identical_and_skips_teacher(digits):
     train, test = digits
     teacher = teacher_net()
     d = build_distiller("kd", net(), teacher)
-    cache = attach_teacher_cache(d, train, None, mode=True)
+    cache = d.cache_teacher(train, None, mode=True)
     idx = torch.tensor([5, 0, 299, 17])
     x, _ = train.batch(idx)
     with torch.no_grad():
@@ -222,7 +222,7 @@ def test_cache_works_with_batchnorm_teacher():
     train = load_dataset("shapes", "train", size=40)
     teacher = build_model("cnn_micro", num_classes=10).eval()
     d = build_distiller("kd", build_model("cnn_micro", num_classes=10), teacher)
-    cache = attach_teacher_cache(d, train, None, mode=True)
+    cache = d.cache_teacher(train, None, mode=True)
     x, _ = train.batch(torch.arange(40))
     with torch.no_grad():
         assert torch.equal(cache.lookup(torch.arange(40)).logits, teacher(x))

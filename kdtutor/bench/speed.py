@@ -337,12 +337,7 @@ def run_speed(
         # the one-off cost of the teacher cache, timed apart (fit excludes it from its epochs)
         _sync(dev)
         start = time.perf_counter()
-        build_cache(
-            distillers["kdtutor+cache"],
-            train,
-            key=cache_key(teacher, train, None, []),
-            device=dev,
-        )
+        build_cache(teacher, train, key=cache_key(teacher, train, None, []), device=dev)
         _sync(dev)
         cache_build_seconds = time.perf_counter() - start
 

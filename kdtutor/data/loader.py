@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
@@ -28,18 +28,25 @@ _AUGMENT_STREAM = 2
 
 
 class Batch(NamedTuple):
-    """One batch: normalised images, labels and the dataset indices they came from."""
+    """One batch: inputs, targets, and where they came from.
 
-    x: Tensor
-    """float32 (B, C, H, W), normalised (and augmented, if the loader augments)."""
-    y: Tensor
-    """int64 (B,) labels."""
-    index: Tensor
-    """int64 (B,) indices into the dataset (e.g. to look up cached teacher logits)."""
+    Everything the trainer and a method need to know of a batch travels in it: which
+    samples (``index``), which fixed view of each (``view``) and so which teacher-cache
+    ``rows`` to read, and its share of a distributed global batch.
+    """
+
+    x: Any
+    """Inputs: float32 (B, C, H, W), normalised (and augmented, if the loader augments)."""
+    y: Any
+    """Targets: int64 (B,) labels for classification; a task's own targets otherwise."""
+    index: Tensor | None
+    """int64 (B,) indices into the dataset, or None when unknown (a user's DataLoader)."""
     view: Tensor | None = None
     """int64 (B,) fixed view shown of each image (with :class:`FixedViews`), else None."""
     global_size: int | None = None
     """Samples in the whole (global) batch this slice belongs to; None when not sharded."""
+    rows: Tensor | None = None
+    """int64 (B,) teacher-cache rows: ``index``, or ``view * N + index`` with fixed views."""
 
 
 class _Plan(NamedTuple):
@@ -193,7 +200,8 @@ class BatchLoader:
             x = self.augment(x, generator)
         if self.pin_memory:
             x, y = x.pin_memory(), y.pin_memory()
-        return Batch(x, y, plan.index, plan.view, plan.global_size)
+        rows = plan.index if plan.view is None else plan.view * len(self.dataset) + plan.index
+        return Batch(x, y, plan.index, plan.view, plan.global_size, rows)
 
     def __iter__(self) -> Iterator[Batch]:
         plans, whole_transform_generator = self._plan()

@@ -1,25 +1,36 @@
 """The distillation contract every method follows.
 
-A :class:`Distiller` wraps a student (and usually a frozen teacher). During training,
-``forward(x, y)`` returns the student's logits and a dict of named, already-weighted losses;
-the trainer sums them, logs each one and knows nothing else about the method.
+A :class:`Distiller` wraps a student (and usually a frozen teacher). In the simple case a
+method writes one thing, ``forward(x, y, index)``, which returns the student's outputs and
+a dict of named, already-weighted losses; the trainer sums them, steps one optimizer, logs
+each loss and knows nothing else about the method.
+
+Methods that need more override one of a handful of named places, never the trainer:
+
+* ``optimizer_groups()``: several trainable parts with their own optimizers (a
+  discriminator, a generator, peers with their own learning rates);
+* ``train_step(batch, steps)``: what one training step does (alternating updates: step the
+  discriminator, then the student; generator steps, then student steps);
+* ``synthesize_batch(batch_size)``: data-free methods make their own training inputs;
+* ``eval_networks()``: every network to score (each peer of an online method, the ensemble).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
+from ..cache import CacheOptions, TeacherCache, TeacherOutputs, open_teacher_cache, teacher_forward
 from ..errors import KDTutorError, ShapeMismatchError
-from ..features import FeatureExtractor
 
 if TYPE_CHECKING:
-    from ..cache import TeacherCache
+    from ..data import Batch
+    from ..train.steps import OptimizerGroup, Steps
 
 
 @dataclass(frozen=True)
@@ -31,14 +42,6 @@ class HParams:
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-
-@dataclass
-class TeacherOutputs:
-    """What a method may read from its teacher: logits and named intermediate features."""
-
-    logits: Tensor
-    features: dict[str, Tensor] = field(default_factory=dict)
 
 
 class Distiller(nn.Module):
@@ -86,7 +89,8 @@ class Distiller(nn.Module):
             _check_same_classes(student, teacher)
             teacher.requires_grad_(False)
             teacher.eval()
-        self._cache: TeacherCache | None = None
+        self.teacher_cache: TeacherCache | None = None
+        """Set by the trainer for the length of a run when the teacher's outputs are cached."""
         self.teacher_forward_calls = 0
 
     # -- what methods use -------------------------------------------------------------------
@@ -97,32 +101,59 @@ class Distiller(nn.Module):
     def teacher_outputs(self, x: Tensor, index: Tensor | None = None) -> TeacherOutputs:
         """The teacher's logits (and requested features) for batch ``x``.
 
-        With a teacher-output cache attached (see :mod:`kdtutor.cache`) and the batch's dataset
-        ``index`` given, they are looked up instead of computed.
+        With a teacher-output cache in use (see :mod:`kdtutor.cache`) and the batch's cache
+        rows given as ``index``, they are looked up instead of computed.
         """
         if self.teacher is None:
             raise KDTutorError(f"method {self.name!r} has no teacher.")
-        if self._cache is not None and index is not None:
-            return self._cache.lookup(index, device=x.device)
+        if self.teacher_cache is not None and index is not None:
+            return self.teacher_cache.lookup(index, device=x.device)
         return self.compute_teacher_outputs(x)
 
-    @torch.no_grad()
+    def cache_teacher(
+        self,
+        dataset: Any,
+        augment: Any = None,
+        *,
+        options: CacheOptions | None = None,
+        device: torch.device | str = "cpu",
+        build: bool = True,
+        **fields: Any,
+    ) -> TeacherCache | None:
+        """Open (building it if needed) the cache of this distiller's teacher outputs on
+        ``dataset`` and read from it from now on. ``options``, or its ``fields`` (``mode``,
+        ``location``, ``dtype``, ``views``), as :class:`~kdtutor.cache.CacheOptions`.
+        ``fit`` does this for a run; call it yourself to train with your own loop."""
+        self.teacher_cache = None
+        if self.teacher is not None:
+            self.teacher_cache = open_teacher_cache(
+                self.teacher,
+                dataset,
+                augment,
+                paths=self.teacher_feature_paths(),
+                options=options or CacheOptions(**fields),
+                forward=self.compute_teacher_outputs,
+                device=device,
+                build=build,
+            )
+        return self.teacher_cache
+
     def compute_teacher_outputs(self, x: Tensor) -> TeacherOutputs:
         """Run the frozen teacher on ``x`` (never cached)."""
         assert self.teacher is not None
         self.teacher_forward_calls += 1
-        paths = list(self.teacher_feature_paths())
-        if not paths:
-            return TeacherOutputs(self.teacher(x))
-        with FeatureExtractor(self.teacher, paths, detach=True) as fx:
-            logits = self.teacher(x)
-            return TeacherOutputs(logits, dict(fx.features))
+        return teacher_forward(self.teacher, x, list(self.teacher_feature_paths()))
 
     # -- the contract -------------------------------------------------------------------------
     def forward(
         self, x: Tensor, y: Tensor, index: Tensor | None = None
     ) -> tuple[Tensor, dict[str, Tensor]]:
-        """Training step: the student's logits and a dict of named, weighted losses."""
+        """The student's outputs on ``x`` and a dict of named, weighted losses.
+
+        ``index`` holds the batch's teacher-cache rows (``Batch.rows``: the dataset index
+        of each sample, or ``view * N + index`` with fixed augmented views); pass it on to
+        :meth:`teacher_outputs`. Methods keeping per-sample state take it modulo ``N``.
+        """
         raise NotImplementedError
 
     def trainable_parameters(self) -> Iterator[nn.Parameter]:
@@ -131,9 +162,43 @@ class Distiller(nn.Module):
             if not name.startswith("teacher.") and param.requires_grad:
                 yield param
 
+    def optimizer_groups(self) -> dict[str, OptimizerGroup]:
+        """The optimizers to build, by name: one ``"student"`` group over
+        :meth:`trainable_parameters` unless a method declares more (each parameter in one
+        group; a group's unset fields take the training config's values)."""
+        from ..train.steps import OptimizerGroup  # the trainer's module; imported when used
+
+        return {"student": OptimizerGroup(list(self.trainable_parameters()))}
+
+    def train_step(self, batch: Batch, steps: Steps) -> tuple[Any, dict[str, Tensor]]:
+        """One training step on ``batch``; returns the outputs to score and the losses to log.
+
+        The default runs :meth:`forward` (through ``steps.forward``, so distributed runs
+        synchronise gradients) and steps the ``"student"`` group on the sum of its losses.
+        Methods with several optimizers override it and call ``steps.step(group, losses)``
+        once per update, e.g. the discriminator, then the student.
+        """
+        outputs, losses = steps.forward(batch)
+        steps.step("student", losses)
+        return outputs, losses
+
+    def synthesize_batch(self, batch_size: int) -> Batch:
+        """A batch of synthetic training inputs (data-free methods); others need data."""
+        raise KDTutorError(
+            f"method {self.name!r} trains on data: give fit() a training set (only data-free "
+            "methods, which synthesise their inputs, train with train_data=None)."
+        )
+
+    def eval_networks(self) -> dict[str, Callable[[Any], Any]]:
+        """The networks to score after each epoch, by name; the first is the run's score.
+
+        Default: the student. Online methods add each peer and their ensemble.
+        """
+        return {"student": self.predict}
+
     @torch.no_grad()
     def predict(self, x: Tensor) -> Tensor:
-        """Student logits for evaluation."""
+        """Student outputs for evaluation."""
         return self.student(x)
 
     def has_unused_parameters(self) -> bool:

@@ -206,11 +206,15 @@ class CRD(FeatureDistiller):
                 "batch's positions in the training set, as kdtutor.train.fit does."
             )
         index = index.to(self.memory_student.device, torch.long).reshape(-1)
-        if index.numel() and (int(index.max()) >= self.n_data or int(index.min()) < 0):
+        views = self.teacher_cache.views if self.teacher_cache is not None else 0
+        if index.numel() and (
+            int(index.max()) >= self.n_data * max(1, views) or int(index.min()) < 0
+        ):
             raise KDTutorError(
                 f"crd: batch index out of range for a training set of {self.n_data} samples; "
                 "bind_data was called with another dataset than the one being trained on."
             )
+        index = index % self.n_data  # cache rows view * N + i of fixed views: sample i's bank row
         with torch.autocast(device_type=logits.device.type, enabled=False):
             v_s = F.normalize(self.embed_s(student_features[0].flatten(1).float()), dim=1)
             v_t = F.normalize(self.embed_t(teacher_features[0].flatten(1).float()), dim=1)

@@ -1,0 +1,175 @@
+"""What a training run is told: :class:`TrainConfig`, and the device-dependent choices made
+from it (:class:`Runtime`)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from ..config import ConfigError, non_negative, positive
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything ``fit`` needs besides the model and data. Defaults suit book-scale CPU runs.
+
+    ``schedule="step"`` multiplies the learning rate by ``gamma`` at each of ``milestones``
+    (epochs; RepDistiller: 150, 180, 210 of 240); ``"cosine"`` anneals it to zero. These
+    optimizer settings apply to every optimizer group of a distiller unless the group
+    overrides them (:class:`~kdtutor.train.steps.OptimizerGroup`).
+
+    ``task`` (``None``: the dataset's ``task`` attribute, else ``"classification"``) chooses
+    how targets collate and how runs are scored; ``metric`` (``None``: the task's primary)
+    the score reported as best and last. ``steps_per_epoch`` is for data-free distillers,
+    which synthesise their batches (``fit(distiller, None, test)``).
+
+    Teacher-output cache: ``cache`` (``"auto"``, True, False), ``cache_location``
+    (``"memory"`` or memory-mapped ``"disk"`` files), ``cache_dtype`` (``"float16"`` halves
+    it) and ``cache_views`` (with random ``augment``: cache this many fixed augmented views
+    per image, an approximation of fresh augmentation; 0 disables the cache under it).
+
+    GPU options (``None`` picks the default for the device; on CPU they change nothing):
+    ``amp`` (autocast, default on CUDA) in ``amp_dtype`` (``"bfloat16"``; ``"float16"`` adds
+    a gradient scaler), ``channels_last`` (default on CUDA), ``workers`` loader threads
+    (default 2 on CUDA, 0 on CPU), ``pin_memory`` (default on CUDA), ``compile`` (False,
+    True for ``torch.compile``'s default backend, or a backend name) and ``sync_batchnorm``
+    (batch statistics over every GPU of a distributed run).
+    """
+
+    epochs: int = 10
+    batch_size: int = 128
+    optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    nesterov: bool = False
+    schedule: Literal["cosine", "step", "constant"] = "cosine"
+    milestones: tuple[int, ...] = ()
+    gamma: float = 0.1
+    warmup_epochs: int = 0
+    augment: str | None = None
+    cache: bool | Literal["auto"] = "auto"
+    cache_location: Literal["memory", "disk"] = "memory"
+    cache_dtype: Literal["float32", "float16"] = "float32"
+    cache_views: int = 0
+    seed: int = 0
+    deterministic: bool = False
+    device: str | None = None
+    amp: bool | None = None
+    amp_dtype: Literal["bfloat16", "float16"] = "bfloat16"
+    channels_last: bool | None = None
+    compile: bool | str = False
+    workers: int | None = None
+    pin_memory: bool | None = None
+    sync_batchnorm: bool = False
+    eval_batch_size: int = 512
+    task: str | None = None
+    metric: str | None = None
+    steps_per_epoch: int | None = None
+    max_grad_norm: float | None = None
+
+    def validate(self) -> None:
+        positive("epochs", self.epochs, "train")
+        positive("batch_size", self.batch_size, "train")
+        positive("eval_batch_size", self.eval_batch_size, "train")
+        positive("lr", self.lr, "train")
+        if not math.isfinite(self.lr):
+            raise ConfigError(f"train.lr must be a finite number, got {self.lr}.")
+        non_negative("momentum", self.momentum, "train")
+        non_negative("weight_decay", self.weight_decay, "train")
+        non_negative("warmup_epochs", self.warmup_epochs, "train")
+        non_negative("seed", self.seed, "train")
+        non_negative("cache_views", self.cache_views, "train")
+        if self.workers is not None:
+            non_negative("workers", self.workers, "train")
+        if self.steps_per_epoch is not None:
+            positive("steps_per_epoch", self.steps_per_epoch, "train")
+        _choice("cache_location", self.cache_location, ("memory", "disk"))
+        _choice("cache_dtype", self.cache_dtype, ("float32", "float16"))
+        _choice("amp_dtype", self.amp_dtype, ("bfloat16", "float16"))
+        _choice("optimizer", self.optimizer, ("sgd", "adam", "adamw"))
+        _choice("schedule", self.schedule, ("cosine", "step", "constant"))
+        if any(m <= 0 or m >= self.epochs for m in self.milestones):
+            raise ConfigError(
+                f"train.milestones must lie in 1..epochs-1 (epochs={self.epochs}), got {self.milestones}."
+            )
+
+
+def _choice(name: str, value: object, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        listed = ", ".join(repr(c) for c in choices)
+        raise ConfigError(f"train.{name} must be one of {listed}, got {value!r}.")
+
+
+def lr_factor(epoch: int, cfg: TrainConfig, schedule: str | None = None) -> float:
+    """Multiplier of the base learning rate during (0-based) ``epoch`` (``schedule``
+    overrides the config's)."""
+    schedule = schedule or cfg.schedule
+    if epoch < cfg.warmup_epochs:
+        return (epoch + 1) / (cfg.warmup_epochs + 1)
+    if schedule == "constant":
+        return 1.0
+    if schedule == "step":
+        return cfg.gamma ** sum(epoch >= m for m in cfg.milestones)
+    span = max(1, cfg.epochs - cfg.warmup_epochs)
+    return 0.5 * (1.0 + math.cos(math.pi * (epoch - cfg.warmup_epochs) / span))
+
+
+def resolve_device(device: str | None = None, local_rank: int | None = None) -> torch.device:
+    """``device`` if given, else CUDA when present (``cuda:<local_rank>`` in a distributed
+    run), else CPU."""
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and resolved.index is None and local_rank is not None:
+        resolved = torch.device("cuda", local_rank)
+    return resolved
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """The device-dependent choices :func:`fit` makes from a :class:`TrainConfig`."""
+
+    device: torch.device
+    amp: bool
+    amp_dtype: torch.dtype
+    channels_last: bool
+    workers: int
+    pin_memory: bool
+    compile_backend: str | None
+
+    @property
+    def grad_scaler(self) -> bool:
+        """float16 autocast needs loss scaling; bfloat16 has float32's range and does not."""
+        return self.amp and self.amp_dtype == torch.float16
+
+
+def resolve_runtime(cfg: TrainConfig, device: torch.device) -> Runtime:
+    """Resolve the GPU options of ``cfg`` for ``device`` (defaults on CUDA, all off on CPU)."""
+    cuda = device.type == "cuda"
+    amp = cuda and (cfg.amp is None or cfg.amp)
+    amp_dtype = torch.bfloat16 if cfg.amp_dtype == "bfloat16" else torch.float16
+    if amp and amp_dtype == torch.bfloat16 and not _bf16_supported(device):
+        amp_dtype = torch.float16  # pre-Ampere GPUs: float16 with a gradient scaler
+    backend: str | None = None
+    if cfg.compile:
+        backend = "inductor" if cfg.compile is True else str(cfg.compile)
+    return Runtime(
+        device=device,
+        amp=amp,
+        amp_dtype=amp_dtype,
+        channels_last=cuda if cfg.channels_last is None else bool(cfg.channels_last),
+        workers=(2 if cuda else 0) if cfg.workers is None else int(cfg.workers),
+        pin_memory=cuda if cfg.pin_memory is None else bool(cfg.pin_memory) and cuda,
+        compile_backend=backend,
+    )
+
+
+def _bf16_supported(device: torch.device) -> bool:
+    try:
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    except Exception:
+        return False

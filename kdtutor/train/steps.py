@@ -1,0 +1,196 @@
+"""Optimizer groups and the step a distiller asks the trainer to take.
+
+A distiller declares its trainable networks as named :class:`OptimizerGroup` s (one,
+``"student"``, by default; a discriminator or a generator adds its own, with its own
+optimizer, learning rate and schedule) and, in ``train_step``, asks :class:`Steps` to step a
+group on a dict of named losses. ``Steps`` owns what every step needs and no method should
+repeat: the non-finite check, the sum, the share of a distributed batch, ``zero_grad``,
+backward (through a gradient scaler under float16), clipping and the optimizer step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import KDTutorError, NonFiniteLossError
+from .config import TrainConfig, lr_factor
+
+
+@dataclass
+class OptimizerGroup:
+    """The parameters one optimizer steps, and how (``None``: the :class:`TrainConfig`'s).
+
+    Attributes:
+        params: the parameters (e.g. ``discriminator.parameters()``).
+        optimizer: ``"sgd"``, ``"adam"`` or ``"adamw"``.
+        lr: base learning rate.
+        weight_decay: weight decay.
+        betas: Adam's betas (DAFL and GAN discriminators often use ``(0.5, 0.999)``).
+        schedule: ``"cosine"``, ``"step"`` or ``"constant"``.
+    """
+
+    params: Iterable[nn.Parameter]
+    optimizer: Literal["sgd", "adam", "adamw"] | None = None
+    lr: float | None = None
+    weight_decay: float | None = None
+    betas: tuple[float, float] | None = None
+    schedule: Literal["cosine", "step", "constant"] | None = None
+
+
+def make_optimizer(
+    params: Iterable[nn.Parameter], cfg: TrainConfig, group: OptimizerGroup | None = None
+) -> torch.optim.Optimizer:
+    """The optimizer of one group: the config's settings, overridden by the group's."""
+    params = list(params)
+    if not params:
+        raise KDTutorError("nothing to train: the distiller has no trainable parameters.")
+    group = group or OptimizerGroup(params)
+    kind = group.optimizer or cfg.optimizer
+    lr = group.lr if group.lr is not None else cfg.lr
+    wd = group.weight_decay if group.weight_decay is not None else cfg.weight_decay
+    if kind == "sgd":
+        return torch.optim.SGD(
+            params, lr=lr, momentum=cfg.momentum, weight_decay=wd, nesterov=cfg.nesterov
+        )
+    betas = group.betas or (0.9, 0.999)
+    if kind == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=wd, betas=betas)
+    if kind == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=wd, betas=betas)
+    raise KDTutorError(f"optimizer must be 'sgd', 'adam' or 'adamw', got {kind!r}.")
+
+
+def make_scheduler(
+    optimizer: torch.optim.Optimizer, cfg: TrainConfig, schedule: str | None = None
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Per-epoch learning-rate schedule (see :func:`~kdtutor.train.config.lr_factor`)."""
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda epoch: lr_factor(epoch, cfg, schedule)
+    )
+
+
+def build_optimizers(
+    groups: dict[str, OptimizerGroup], cfg: TrainConfig
+) -> tuple[dict[str, torch.optim.Optimizer], dict[str, torch.optim.lr_scheduler.LambdaLR]]:
+    """One optimizer and one scheduler per named group."""
+    if not groups:
+        raise KDTutorError("the distiller declares no optimizer groups: nothing to train.")
+    seen: set[int] = set()
+    optimizers, schedulers = {}, {}
+    for name, group in groups.items():
+        params = list(group.params)
+        shared = [p for p in params if id(p) in seen]
+        if shared:
+            raise KDTutorError(
+                f"optimizer group {name!r} repeats {len(shared)} parameters of an earlier group: "
+                "each parameter must belong to one group."
+            )
+        seen.update(id(p) for p in params)
+        try:
+            optimizers[name] = make_optimizer(params, cfg, group)
+        except KDTutorError as exc:
+            raise KDTutorError(f"optimizer group {name!r}: {exc}") from None
+        schedulers[name] = make_scheduler(optimizers[name], cfg, group.schedule)
+    return optimizers, schedulers
+
+
+def check_finite(
+    losses: dict[str, Tensor], epoch: int, step: int, lr: float, checkpoint: Path | None
+) -> None:
+    """Stop with :class:`NonFiniteLossError` naming the loss, the step and a fix."""
+    for name, value in losses.items():
+        if not torch.isfinite(value).all():
+            kept = (
+                f" The last good checkpoint ({checkpoint}) was kept; resume from it with a lower lr."
+                if checkpoint is not None and checkpoint.exists()
+                else ""
+            )
+            raise NonFiniteLossError(
+                f"loss {name!r} became {value.item()} at epoch {epoch + 1}, step {step}. Lower the learning "
+                f"rate (now {lr:g}), check the inputs for NaN/inf, or lower the loss weight or "
+                f"temperature of {name!r}.{kept}"
+            )
+
+
+class Steps:
+    """What ``Distiller.train_step`` calls to run its networks and step its optimizers.
+
+    Args:
+        module: what runs the distiller's ``forward`` (the distiller, or its
+            ``DistributedDataParallel`` wrapper, which synchronises gradients).
+        optimizers: one optimizer per group name.
+        scaler: a float16 gradient scaler, or None.
+        max_grad_norm: clip each group's gradient norm to this, or None.
+        batch_share: the factor that weighs a process's slice of a distributed batch.
+    """
+
+    def __init__(
+        self,
+        module: nn.Module,
+        optimizers: dict[str, torch.optim.Optimizer],
+        *,
+        scaler: torch.amp.GradScaler | None = None,
+        max_grad_norm: float | None = None,
+        checkpoint: Path | None = None,
+    ) -> None:
+        self.module = module
+        self.optimizers = optimizers
+        self.scaler = scaler
+        self.max_grad_norm = max_grad_norm
+        self.checkpoint = checkpoint
+        self.epoch = 0
+        self.count = 0
+        self.batch_share = 1.0
+        self._stepped = False
+
+    def forward(self, batch: Any) -> tuple[Any, dict[str, Tensor]]:
+        """The distiller's ``forward(x, y, rows)`` on a batch, through DDP when distributed."""
+        return self.module(batch.x, batch.y, batch.rows)
+
+    def step(self, group: str, losses: dict[str, Tensor]) -> Tensor:
+        """Check, sum, back-propagate ``losses`` and step the optimizer of ``group``.
+
+        Returns:
+            The (detached) total that was back-propagated.
+        """
+        try:
+            optimizer = self.optimizers[group]
+        except KeyError:
+            raise KDTutorError(
+                f"train_step stepped optimizer group {group!r}, but the distiller declares "
+                f"{sorted(self.optimizers)} in optimizer_groups()."
+            ) from None
+        if not losses:
+            raise KDTutorError(f"step({group!r}) was given no losses.")
+        check_finite(
+            losses, self.epoch, self.count, optimizer.param_groups[0]["lr"], self.checkpoint
+        )
+        total = torch.stack([v.float() for v in losses.values()]).sum() * self.batch_share
+        optimizer.zero_grad(set_to_none=True)
+        params = [p for g in optimizer.param_groups for p in g["params"]]
+        if self.scaler is None:
+            total.backward()
+            if self.max_grad_norm is not None:
+                nn.utils.clip_grad_norm_(params, self.max_grad_norm)
+            optimizer.step()
+        else:
+            self.scaler.scale(total).backward()
+            if self.max_grad_norm is not None:
+                self.scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_(params, self.max_grad_norm)
+            self.scaler.step(optimizer)
+            self._stepped = True
+        return total.detach()
+
+    def end_batch(self) -> None:
+        """Called by the trainer after ``train_step``: one scaler update per iteration."""
+        if self.scaler is not None and self._stepped:
+            self.scaler.update()
+        self._stepped = False
+        self.count += 1
