@@ -31,7 +31,7 @@ lint: venv
 	$(VENV)/bin/ruff check kdtutor tests scripts book/_ext
 	$(VENV)/bin/ruff format --check kdtutor tests scripts book/_ext
 
-## book: re-run the notebooks whose source or package changed (book scale), refresh the table of times, build the HTML
+## book: re-run the notebooks whose source or used files changed (book scale), refresh the table of times, build the HTML
 book: venv
 	$(PY) scripts/execute_notebooks.py --changed
 	$(PY) scripts/book_times.py

@@ -13,8 +13,9 @@ refreshes it after re-running the changed notebooks.
 Writes ``book/_generated/book_times.md`` (included by ``book/how-to-use.md``) and
 ``data/results/book_times.json``. The table always lists every notebook of ``_toc.yml``, in
 reading order; one whose metadata has no time shows "not recorded". A notebook is "current" when
-its recorded source and package hashes match the present ones, "stale" otherwise (its outputs
-and time come from older code).
+its source and the files it used (``metadata.kdtutor.uses``; the whole package for a notebook
+without that record) are unchanged, "stale" otherwise (its outputs and time come from older
+code), as ``execute_notebooks.stale_reasons`` decides.
 """
 
 from __future__ import annotations
@@ -31,9 +32,10 @@ sys.path.insert(0, str(SCRIPTS))
 
 from execute_notebooks import (  # noqa: E402
     ROOT,
+    describe,
     execute,
     package_hash,
-    source_hash,
+    stale_reasons,
     toc_notebooks,
 )
 
@@ -110,7 +112,8 @@ def minutes(seconds: float) -> str:
 
 def row(path: Path, pkg: str, number: str = "", chapter: str = "", root: Path = ROOT) -> dict:
     """One notebook's line of the table, from its metadata (``kdtutor``, written by
-    ``execute_notebooks.execute``) and the present package hash ``pkg``."""
+    ``execute_notebooks.execute``): stale when its source or a file it used changed, or, for a
+    notebook without a record of what it uses, when the package hash ``pkg`` changed."""
     nb = nbformat.read(path, as_version=4)
     meta = nb.metadata.get("kdtutor", {})
     try:
@@ -121,15 +124,8 @@ def row(path: Path, pkg: str, number: str = "", chapter: str = "", root: Path = 
     if seconds is None:
         status = "not recorded"
     else:
-        changed = [
-            what
-            for what, key, now in (
-                ("source", "source_sha256", source_hash(nb)),
-                ("package", "package_sha256", pkg),
-            )
-            if meta.get(key) != now
-        ]
-        status = f"stale: {' and '.join(changed)} changed since" if changed else "current"
+        changed = stale_reasons(nb, root=root, pkg=pkg)
+        status = f"stale: {describe(changed)} changed since" if changed else "current"
     return {
         "file": rel,
         "number": number,

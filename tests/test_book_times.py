@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import book_times  # noqa: E402
-from execute_notebooks import execute, package_hash, toc_notebooks  # noqa: E402
+from execute_notebooks import execute, package_hash, source_hash, toc_notebooks  # noqa: E402
 
 
 def cells(line: str) -> list[str]:
@@ -102,9 +102,14 @@ def test_notebook_without_metadata_shows_not_recorded(tmp_path):
     assert "(0 of 1 recorded)" in markdown
 
 
-def test_stale_flag_follows_the_package_hash(tmp_path, monkeypatch):
+def test_stale_flag_follows_the_package_hash_without_a_record_of_uses(tmp_path, monkeypatch):
+    """A notebook with no ``uses`` record is stale whenever the package changed (see
+    tests/test_staleness.py for notebooks with one)."""
     path = _copy(tmp_path)
     nb = nbformat.read(path, as_version=4)
+    nb.metadata["kdtutor"].pop("uses", None)
+    nb.metadata["kdtutor"]["source_sha256"] = source_hash(nb)  # even while the book is edited
+    nbformat.write(nb, path)
     recorded = nb.metadata["kdtutor"]["package_sha256"]
     entry = [{"path": path, "number": "2.2", "chapter": "2 Principles"}]
     monkeypatch.setattr(book_times, "package_hash", lambda: recorded)
@@ -145,7 +150,8 @@ def test_execute_records_seconds_and_machine(tmp_path):
     meta = nbformat.read(path, as_version=4).metadata["kdtutor"]
     assert meta["scale"] == "smoke" and meta["seconds"] == round(seconds, 1) > 0
     assert meta["machine"]["cores"] >= 1 and meta["machine"]["torch_threads"] >= 1
-    assert {"executed", "source_sha256", "package_sha256"} <= set(meta)
+    assert {"executed", "source_sha256", "package_sha256", "uses"} <= set(meta)
+    assert meta["uses"] == {"scale": "smoke", "files": {}}, "it imports nothing of kdtutor"
     row = book_times.row(path, package_hash())
     assert row["seconds"] == meta["seconds"] and row["title"] == "A tiny notebook"
 
