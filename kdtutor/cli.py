@@ -22,7 +22,7 @@ EXAMPLES = {
       --method kd --epochs 10 --seeds 0,1,2 --out results.json
   kdtutor distill --dataset shapes --student cnn_small --method scratch --epochs 5
   kdtutor distill --dataset shapes --teacher zoo:shapes_cnn_large --student cnn_small \\
-      --method kd --set T=8 --set beta=0.5 --scale smoke
+      --method kd --set T=8 --set kd_weight=0.5 --scale smoke
   torchrun --nproc_per_node 2 -m kdtutor distill --dataset mnist5k \\
       --teacher zoo:mnist5k_cnn --student cnn_tiny --method kd --epochs 8   # 2 processes (DDP)""",
     "models": """examples:
@@ -234,7 +234,7 @@ def cmd_methods(args: argparse.Namespace) -> int:
 
     for name in list_methods():
         cls = get_method(name)
-        print(f"{name:<12} {cls.paper}")
+        print(f"{name:<12} {cls.family or '-':<9} {cls.paper}")
     return 0
 
 

@@ -62,7 +62,9 @@ def _accepts(annotation: Any, value: Any) -> tuple[bool, Any]:
 def from_dict(cls: type[C], values: Mapping[str, Any] | None = None, *, what: str = "") -> C:
     """Build dataclass ``cls`` from ``values``, rejecting unknown keys and wrong types.
 
-    Integers are accepted for float fields and lists for tuple fields.
+    Integers are accepted for float fields and lists for tuple fields. A key that ``cls``
+    lists in its ``renamed`` class attribute (old name -> new name) is unknown too, and the
+    error names its new name.
     """
     values = dict(values or {})
     what = what or cls.__name__
@@ -73,6 +75,9 @@ def from_dict(cls: type[C], values: Mapping[str, Any] | None = None, *, what: st
         if key not in fields:
             near = closest(key, fields)
             suggestion = f" Did you mean {near[0]!r}?" if near else ""
+            new_name = getattr(cls, "renamed", {}).get(key)
+            if new_name is not None:
+                suggestion = f" {key!r} is now {new_name!r}."
             raise ConfigError(
                 f"unknown key {key!r} for {what}.{suggestion} Valid keys: {', '.join(sorted(fields))}."
             )

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from kdtutor.config import ConfigError
 from kdtutor.data import load_dataset
 from kdtutor.errors import KDTutorError, ShapeMismatchError, UnknownNameError
-from kdtutor.methods import Distiller, build_distiller, get_method, list_methods
+from kdtutor.methods import Distiller, LossWeights, build_distiller, get_method, list_methods
 from kdtutor.models import build_model
 from kdtutor.train import fit
 
@@ -33,9 +33,11 @@ def test_registry_lists_and_suggests():
 def test_hparams_defaults_overrides_and_errors():
     teacher = mlp()
     d = build_distiller("kd", mlp(), teacher)
-    assert (d.hparams.T, d.hparams.alpha, d.hparams.beta) == (4.0, 0.1, 0.9)
-    d = build_distiller("kd", mlp(), teacher, {"T": 20}, alpha=0.5)
-    assert (d.hparams.T, d.hparams.alpha) == (20.0, 0.5)
+    assert (d.hparams.T, d.hparams.ce_weight, d.hparams.kd_weight) == (4.0, 0.1, 0.9)
+    d = build_distiller("kd", mlp(), teacher, {"T": 20}, ce_weight=0.5)
+    assert (d.hparams.T, d.hparams.ce_weight) == (20.0, 0.5)
+    with pytest.raises(ConfigError, match=r"unknown key 'alpha'.*'alpha' is now 'ce_weight'"):
+        build_distiller("kd", mlp(), teacher, alpha=0.5)
     with pytest.raises(ConfigError, match="unknown key 'temperature'"):
         build_distiller("kd", mlp(), teacher, temperature=3)
     with pytest.raises(ConfigError, match="T must be > 0"):
@@ -46,10 +48,37 @@ def test_hparams_defaults_overrides_and_errors():
         build_distiller("kd", mlp(classes=5), teacher)
 
 
+def test_every_method_names_its_family_and_shares_the_loss_weights():
+    for name in list_methods():
+        cls = get_method(name)
+        assert cls.family in {"baseline", "response", "feature", "relation"}, name
+        if name not in ("scratch", "tfkd"):  # no CE weight of their own (see their docstrings)
+            assert issubclass(cls.hparams_cls, LossWeights), name
+    assert get_method("ft").scaled_hparams(120) == {"init_epochs": 15}
+    assert get_method("ft").scaled_hparams(240) == {}
+    assert get_method("crd").scaled_hparams(8, n_train=100) == {"num_negatives": 99}
+    assert get_method("crd").scaled_hparams(8) == {}
+
+
+def test_kd_term_added_to_any_method_with_kd_weight():
+    torch.manual_seed(0)
+    student, teacher = mlp(), mlp(hidden=(64,))
+    x, y = torch.randn(8, 1, 8, 8), torch.randint(0, 10, (8,))
+    plain = build_distiller("dist", student, teacher)
+    _, without = plain(x, y)
+    _, with_kd = build_distiller("dist", student, teacher, kd_weight=0.5, T=2.0)(x, y)
+    assert list(without) == ["ce", "inter", "intra"]
+    assert list(with_kd) == ["ce", "inter", "intra", "kd"]
+    zs, zt = student(x), teacher(x)
+    p_t = torch.softmax(zt / 2, 1)
+    kl = (p_t * (p_t.log() - torch.log_softmax(zs / 2, 1))).sum(1).mean()
+    assert with_kd["kd"].item() == pytest.approx(0.5 * 4 * kl.item(), rel=1e-5)
+
+
 def test_kd_forward_is_weighted_ce_plus_kd():
     torch.manual_seed(0)
     student, teacher = mlp(), mlp(hidden=(64,))
-    d = build_distiller("kd", student, teacher, T=3.0, alpha=0.3, beta=0.7)
+    d = build_distiller("kd", student, teacher, T=3.0, ce_weight=0.3, kd_weight=0.7)
     x, y = torch.randn(8, 1, 8, 8), torch.randint(0, 10, (8,))
     d.train()
     _logits, losses = d(x, y)

@@ -7,6 +7,11 @@ machine in ``#`` comment lines at the top. A run already in the file is skipped,
 interrupted suite continues where it stopped. :func:`summarize` and :func:`compare_with_published`
 turn the rows into the comparison chapter's table and rank correlation.
 
+The suite's methods, their families and their schedule-dependent hyperparameters are read from
+the methods themselves (``family``, ``paper``, ``epoch_hparams`` and ``scaled_hparams`` of each
+:class:`~kdtutor.methods.Distiller`): a newly registered response-, feature- or relation-based
+method joins the suite without an edit here.
+
 ``--preset repdistiller`` (alias ``full``) is RepDistiller's protocol (Tian et al., 2020) on
 CIFAR-100 from ``$KDTUTOR_DATA``: the four published pairs, 240 epochs, SGD momentum 0.9, lr 0.05
 (x0.1 at 150, 180, 210), weight decay 5e-4, batch 64, crop+flip, each method's published loss
@@ -22,6 +27,7 @@ import csv
 import dataclasses
 import io
 import os
+import re
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -30,12 +36,14 @@ from typing import Any
 
 from ..errors import DataNotFoundError, KDTutorError, unknown_name
 from ..io import atomic_write_text
+from ..methods import get_method, list_methods
 from .provenance import git_commit, machine, results_path, utc_now
 from .published import PUBLISHED_CIFAR100, PUBLISHED_SOURCE, published_gains
 from .stats import mean_std, spearman
 
 __all__ = [
     "FAMILY",
+    "KNOWLEDGE_FAMILIES",
     "KNOWLEDGE_METHODS",
     "PRESETS",
     "PRESET_ALIASES",
@@ -46,6 +54,7 @@ __all__ = [
     "compare_with_published",
     "default_results_path",
     "get_preset",
+    "knowledge_methods",
     "load_results",
     "method_hparams",
     "run_one",
@@ -53,30 +62,30 @@ __all__ = [
     "summarize",
 ]
 
-KNOWLEDGE_METHODS: tuple[str, ...] = (
-    "scratch", "kd", "dkd", "dist", "tfkd",
-    "fitnet", "at", "nst", "ft", "ab", "fsp", "vid", "ofd", "reviewkd",
-    "rkd", "sp", "cc", "pkt", "crd", "irg",
-)  # fmt: skip
-"""The suite's methods: the baseline, then response-, feature- and relation-based ones."""
+KNOWLEDGE_FAMILIES: tuple[str, ...] = ("baseline", "response", "feature", "relation")
+"""The families the suite compares, in the order of its tables."""
 
-FAMILY = {
-    **dict.fromkeys(("scratch",), "baseline"),
-    **dict.fromkeys(("kd", "dkd", "dist", "tfkd"), "response"),
-    **dict.fromkeys(("fitnet", "at", "nst", "ft", "ab", "fsp", "vid", "ofd", "reviewkd"), "feature"),
-    **dict.fromkeys(("rkd", "sp", "cc", "pkt", "crd", "irg"), "relation"),
-}  # fmt: skip
 
-# Methods whose schedule-dependent hyperparameters are given in epochs of RepDistiller's
-# 240-epoch protocol; at reduced scale they are shrunk in proportion (at least one epoch).
-_EPOCH_HPARAMS = {
-    "dkd": {"warmup_epochs": 20},
-    "reviewkd": {"warmup_epochs": 20},
-    "ft": {"init_epochs": 30},
-    "ab": {"init_epochs": 30},
-    "fsp": {"init_epochs": 30},
-}
-_PROTOCOL_EPOCHS = 240
+def _paper_year(method: str) -> int:
+    """The year in the method's ``paper`` ("Authors (2019). Title"; 0 without one)."""
+    found = re.search(r"\((\d{4})\)", get_method(method).paper)
+    return int(found.group(1)) if found else 0
+
+
+def knowledge_methods() -> tuple[str, ...]:
+    """Every registered method of a :data:`KNOWLEDGE_FAMILIES` family, ordered by family (in
+    that order), then by the year of its paper, then by name: the baseline, then the
+    response-, feature- and relation-based methods, oldest first."""
+    rank = {family: i for i, family in enumerate(KNOWLEDGE_FAMILIES)}
+    chosen = [m for m in list_methods() if get_method(m).family in rank]
+    return tuple(sorted(chosen, key=lambda m: (rank[get_method(m).family], _paper_year(m), m)))
+
+
+KNOWLEDGE_METHODS: tuple[str, ...] = knowledge_methods()
+"""The suite's methods (:func:`knowledge_methods` of the methods registered on import)."""
+
+FAMILY: dict[str, str] = {m: get_method(m).family for m in KNOWLEDGE_METHODS}
+"""Each suite method's family (its class's ``family``)."""
 
 
 @dataclass(frozen=True)
@@ -177,14 +186,12 @@ def get_preset(name: str) -> Preset:
         ) from None
 
 
-def method_hparams(method: str, epochs: int) -> dict[str, Any]:
-    """Hyperparameters that depend on the schedule, shrunk from 240 epochs to ``epochs``."""
-    if epochs >= _PROTOCOL_EPOCHS:
-        return {}
-    return {
-        key: max(1, round(value * epochs / _PROTOCOL_EPOCHS))
-        for key, value in _EPOCH_HPARAMS.get(method, {}).items()
-    }
+def method_hparams(method: str, epochs: int, n_train: int | None = None) -> dict[str, Any]:
+    """The method's hyperparameters for a run of ``epochs`` epochs on ``n_train`` training
+    samples (:meth:`~kdtutor.methods.Distiller.scaled_hparams`): those counted in epochs of
+    the 240-epoch protocol are shrunk in proportion, and with ``n_train`` given the
+    data-dependent ones are set too (CRD's number of negatives)."""
+    return get_method(method).scaled_hparams(epochs, n_train)
 
 
 def load_pair_teacher(pair: Pair, dataset: str, num_classes: int) -> Any:
@@ -226,7 +233,7 @@ def run_one(
     import torch
 
     from ..data import load_dataset
-    from ..methods import build_distiller, get_method
+    from ..methods import build_distiller
     from ..models import build_model
     from ..seeding import seed_everything
     from ..train import fit
@@ -245,9 +252,7 @@ def run_one(
     student = build_model(
         pair.student, num_classes=train.num_classes, in_channels=train.in_channels
     )
-    values = {**method_hparams(method, preset.epochs), **(hparams or {})}
-    if method == "crd":  # a bank cannot hold more negatives than there are other samples
-        values.setdefault("num_negatives", min(16384, len(train) - 1))
+    values = {**method_hparams(method, preset.epochs, len(train)), **(hparams or {})}
     distiller = build_distiller(
         method, student, teacher, values, input_shape=tuple(train.images.shape[1:])
     )
@@ -269,7 +274,7 @@ def run_one(
         "teacher": pair.teacher,
         "student": pair.student,
         "method": method,
-        "family": FAMILY.get(method, ""),
+        "family": get_method(method).family,
         "seed": seed,
         "best_acc": round(result.best_acc, 4),
         "best_epoch": result.best_epoch,
@@ -351,7 +356,6 @@ def run_suite(
     Rows are written atomically after each finished run, so an interrupted suite loses at
     most the runs in flight. ``jobs > 1`` runs that many processes (one thread each).
     """
-    from ..methods import get_method
     from ..zoo import scaled_milestones
 
     preset = get_preset(preset_name)
@@ -366,7 +370,7 @@ def run_suite(
             )
         milestones = scaled_milestones(preset.milestones, epochs, preset.epochs)
         preset = dataclasses.replace(preset, epochs=epochs, milestones=milestones)
-    methods = list(methods or KNOWLEDGE_METHODS)
+    methods = list(methods or knowledge_methods())
     for method in methods:
         get_method(method)
     seeds = list(seeds if seeds is not None else preset.seeds)
@@ -433,7 +437,7 @@ def summarize(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for row in rows:
         groups.setdefault((row["pair"], row["method"]), []).append(row)
-    order = {m: i for i, m in enumerate(KNOWLEDGE_METHODS)}
+    order = {m: i for i, m in enumerate(knowledge_methods())}
     table = []
     for (pair, method), runs in groups.items():
         best, best_sd = mean_std([r["best_acc"] for r in runs])
@@ -442,7 +446,7 @@ def summarize(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
             {
                 "pair": pair,
                 "method": method,
-                "family": FAMILY.get(method, ""),
+                "family": get_method(method).family if method in list_methods() else "",
                 "seeds": len(runs),
                 "best_mean": best,
                 "best_std": best_sd,
@@ -483,7 +487,7 @@ def compare_with_published(table: Sequence[dict[str, Any]], key: str = "best_mea
         if r["method"] != "scratch" and r["pair"] in scratch:
             gains.setdefault(r["method"], []).append(r[key] - scratch[r["pair"]])
     published = published_gains()
-    methods = [m for m in KNOWLEDGE_METHODS if m in gains and m in published]
+    methods = [m for m in knowledge_methods() if m in gains and m in published]
     ours = [sum(gains[m]) / len(gains[m]) for m in methods]
     theirs = [published[m] for m in methods]
     rho = spearman(ours, theirs) if len(methods) >= 2 else float("nan")

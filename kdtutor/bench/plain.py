@@ -7,11 +7,12 @@ teacher under ``torch.no_grad()``, the loss spelled out, and the loss logged as 
 float after every step.
 
 .. math::
-    \\mathcal{L} = \\alpha\\,\\mathrm{CE}(z_s, y)
-        + \\beta\\,T^2\\,\\frac{1}{B}\\sum_i \\mathrm{KL}\\big(\\mathrm{softmax}(z_t/T)
+    \\mathcal{L} = \\lambda_{CE}\\,\\mathrm{CE}(z_s, y)
+        + \\lambda_{KD}\\,T^2\\,\\frac{1}{B}\\sum_i \\mathrm{KL}\\big(\\mathrm{softmax}(z_t/T)
         \\,\\|\\, \\mathrm{softmax}(z_s/T)\\big)
 
-with kdtutor's ``kd`` defaults (T=4, alpha=0.1, beta=0.9), so both compute the same loss.
+with kdtutor's ``kd`` defaults (T=4, ``ce_weight`` :math:`\\lambda_{CE}` = 0.1, ``kd_weight``
+:math:`\\lambda_{KD}` = 0.9), so both compute the same loss.
 """
 
 from __future__ import annotations
@@ -32,8 +33,8 @@ def plain_kd_epoch(
     *,
     batch_size: int,
     temperature: float = 4.0,
-    alpha: float = 0.1,
-    beta: float = 0.9,
+    ce_weight: float = 0.1,
+    kd_weight: float = 0.9,
     generator: torch.Generator | None = None,
     device: torch.device | str = "cpu",
 ) -> float:
@@ -47,8 +48,8 @@ def plain_kd_epoch(
         optimizer: the student's optimizer, kept by the caller across epochs.
         batch_size: samples per step (the last batch may be smaller).
         temperature: the softening temperature :math:`T`.
-        alpha: weight of the cross entropy with the labels.
-        beta: weight of the :math:`T^2`-scaled KL divergence to the teacher.
+        ce_weight: weight of the cross entropy with the labels.
+        kd_weight: weight of the :math:`T^2`-scaled KL divergence to the teacher.
         generator: random generator of the epoch's order (``None``: torch's global one).
         device: where the models are; each batch is moved there.
 
@@ -75,7 +76,7 @@ def plain_kd_epoch(
             F.softmax(teacher_logits / temperature, dim=1),
             reduction="batchmean",  # sum over classes, mean over the batch
         )
-        loss = alpha * ce + beta * temperature**2 * kl
+        loss = ce_weight * ce + kd_weight * temperature**2 * kl
 
         optimizer.zero_grad()
         loss.backward()

@@ -369,8 +369,8 @@ def run_speed(
                             hand_optimizer,
                             batch_size=spec.batch_size,
                             temperature=kd_defaults.T,
-                            alpha=kd_defaults.alpha,
-                            beta=kd_defaults.beta,
+                            ce_weight=kd_defaults.ce_weight,
+                            kd_weight=kd_defaults.kd_weight,
                             generator=hand_generator,
                             device=dev,
                         )

@@ -354,9 +354,9 @@ class HintonConfig:
         student: Model name of the student (Hinton: 800-800, ``"mlp_800"``).
         student_kwargs: Extra options of the student's builder.
         T: Distillation temperature (Hinton: 20).
-        alpha: Weight of the cross entropy on hard labels (Hinton: "a considerably lower
+        ce_weight: Weight of the cross entropy on hard labels (Hinton: "a considerably lower
             weight" than the soft term).
-        beta: Weight of the :math:`T^2`-scaled KL to the teacher's soft targets.
+        kd_weight: Weight of the :math:`T^2`-scaled KL to the teacher's soft targets.
         lr: Learning rate of the distilled students.
         lr_alone: Learning rates of the student trained alone: it is trained once with each,
             so that the comparison can give the baseline its best one (at :math:`T = 20` the
@@ -378,8 +378,8 @@ class HintonConfig:
     student: str = "mlp_800"
     student_kwargs: dict[str, Any] = field(default_factory=dict)
     T: float = 20.0
-    alpha: float = 0.1
-    beta: float = 0.9
+    ce_weight: float = 0.1
+    kd_weight: float = 0.9
     epochs: int = 20
     batch_size: int = 64
     lr: float = 0.01
@@ -461,7 +461,9 @@ def _train(
     )
     runner: nn.Module = model
     if teacher is not None:
-        runner = build_distiller("kd", model, teacher, T=cfg.T, alpha=cfg.alpha, beta=cfg.beta)
+        runner = build_distiller(
+            "kd", model, teacher, T=cfg.T, ce_weight=cfg.ce_weight, kd_weight=cfg.kd_weight
+        )
     settings = {**cfg.train, "epochs": epochs, "batch_size": cfg.batch_size, "lr": lr}
     result = fit(runner, data, None, **settings, seed=seed)
     return model.eval(), result.seconds
@@ -515,7 +517,8 @@ def run_hinton_protocol(
     * ``"alone"``: the student on hard labels, once per learning rate in ``lr_alone``
       (``out["alone"]`` holds lists ``lr``, ``errors``, ``errors_by_class``, ``None`` where
       the loss diverged);
-    * ``"kd"``: the student distilled from ``teacher`` (``alpha`` CE + ``beta`` :math:`T^2` KL);
+    * ``"kd"``: the student distilled from ``teacher`` (``ce_weight`` CE + ``kd_weight``
+      :math:`T^2` KL);
     * ``"omit"``: distilled on a transfer set without ``omit_class``; test errors before and
       after shifting that class's bias (Hinton's value and the validation-tuned value);
     * ``"only"``: distilled on a transfer set of only ``only_classes``; the same, shifting

@@ -9,9 +9,10 @@ import pkgutil
 
 from .base import Distiller, HParams, TeacherOutputs
 from .feature_base import FeatureDistiller, FeatureHParams
+from .hparams import LossWeights
 from .registry import build_distiller, get_method, list_methods, register_method
 
-_INFRASTRUCTURE = {"base", "feature_base", "registry"}
+_INFRASTRUCTURE = {"base", "feature_base", "hparams", "registry"}
 for _module in pkgutil.iter_modules(__path__):
     if _module.name not in _INFRASTRUCTURE and not _module.name.startswith("_"):
         importlib.import_module(f"{__name__}.{_module.name}")
@@ -21,6 +22,7 @@ __all__ = [
     "FeatureDistiller",
     "FeatureHParams",
     "HParams",
+    "LossWeights",
     "TeacherOutputs",
     "build_distiller",
     "get_method",

@@ -9,9 +9,10 @@ then trains with the labels (stage two).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import ClassVar
 
-import torch.nn.functional as F
 from torch import Tensor
 
 from ..config import non_negative, positive
@@ -35,16 +36,12 @@ class ABHParams(FeatureHParams):
     init_epochs: int = 30
     margin: float = 1.0
     init_beta: float = 3e-3
-    ce_weight: float = 1.0
     beta: float = 0.0
-    kd_weight: float = 0.0
-    T: float = 4.0
 
     def validate(self) -> None:
         super().validate()
         positive("margin", self.margin, "ab")
-        positive("T", self.T, "ab")
-        for name in ("init_beta", "ce_weight", "beta", "kd_weight"):
+        for name in ("init_beta", "beta"):
             non_negative(name, getattr(self, name), "ab")
 
 
@@ -68,6 +65,8 @@ class AB(FeatureDistiller):
     """
 
     name = "ab"
+    family = "feature"
+    epoch_hparams: ClassVar[Mapping[str, int]] = {"init_epochs": 30}
     paper = (
         "Heo, Lee, Yun, Choi (2019). Knowledge Transfer via Distillation of Activation "
         "Boundaries Formed by Hidden Neurons"
@@ -90,8 +89,7 @@ class AB(FeatureDistiller):
         hp = self.hparams
         if self.in_init_stage:
             return {"ab": hp.init_beta * self.boundary_loss(student_features, teacher_features)}
-        losses: dict[str, Tensor] = {"ce": hp.ce_weight * F.cross_entropy(logits, y)}
-        self.add_kd_term(losses, logits, teacher_logits)
+        terms = {}
         if hp.beta > 0:
-            losses["ab"] = hp.beta * self.boundary_loss(student_features, teacher_features)
-        return losses
+            terms["ab"] = hp.beta * self.boundary_loss(student_features, teacher_features)
+        return hp.weighted_losses(logits, y, teacher_logits, terms)

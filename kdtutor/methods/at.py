@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch.nn.functional as F
 from torch import Tensor
 
 from ..config import ConfigError, non_negative, positive
@@ -34,7 +33,6 @@ class ATHParams(FeatureHParams):
     modes. The authors' code multiplies the code-form loss by :math:`\\beta/2 = 500`;
     RepDistiller by 1000, without the 1/2 (we follow RepDistiller)."""
 
-    ce_weight: float = 1.0
     beta: float = 1000.0
     p: float = 2.0
     mode: str = "code"
@@ -44,8 +42,7 @@ class ATHParams(FeatureHParams):
         if self.mode not in MODES:
             raise ConfigError(f"at.mode must be 'paper' or 'code', got {self.mode!r}.")
         positive("p", self.p, "at")
-        for name in ("ce_weight", "beta"):
-            non_negative(name, getattr(self, name), "at")
+        non_negative("beta", self.beta, "at")
 
 
 @register_method
@@ -63,6 +60,7 @@ class AT(FeatureDistiller):
     Spatial sizes are matched by average-pooling the larger map; no connectors are used."""
 
     name = "at"
+    family = "feature"
     paper = (
         "Zagoruyko & Komodakis (2017). Paying More Attention to Attention: Improving the "
         "Performance of Convolutional Neural Networks via Attention Transfer"
@@ -90,4 +88,4 @@ class AT(FeatureDistiller):
             at = sum(
                 hp.beta / (2 * n) * term for n, term in zip(self.map_sizes, terms, strict=True)
             )
-        return {"ce": hp.ce_weight * F.cross_entropy(logits, y), "at": at}
+        return hp.weighted_losses(logits, y, teacher_logits, {"at": at})

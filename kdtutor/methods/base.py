@@ -17,9 +17,7 @@ Methods that need more override one of a handful of named places, never the trai
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
@@ -27,21 +25,11 @@ from torch import Tensor, nn
 
 from ..cache import CacheOptions, TeacherCache, TeacherOutputs, open_teacher_cache, teacher_forward
 from ..errors import KDTutorError, ShapeMismatchError
+from .hparams import HParams
 
 if TYPE_CHECKING:
     from ..data import Batch
     from ..train.steps import OptimizerGroup, Steps
-
-
-@dataclass(frozen=True)
-class HParams:
-    """Base class of the per-method hyperparameter dataclasses."""
-
-    def validate(self) -> None:
-        """Check value ranges; subclasses extend it."""
-
-    def as_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 class Distiller(nn.Module):
@@ -63,6 +51,27 @@ class Distiller(nn.Module):
     requires_teacher: ClassVar[bool] = True
     supports_ddp: ClassVar[bool] = True
     """False for methods with per-sample state that DDP would not synchronise (CRD's banks)."""
+    family: ClassVar[str] = ""
+    """The survey's kind of knowledge or scheme: "response", "feature", "relation" (later
+    "online", "self", ...); "baseline" for the student alone."""
+    epoch_hparams: ClassVar[Mapping[str, int]] = {}
+    """Hyperparameters counted in epochs of the published ``protocol_epochs``-epoch schedule
+    (e.g. FT's ``init_epochs`` = 30), which :meth:`scaled_hparams` shrinks for shorter runs."""
+    protocol_epochs: ClassVar[int] = 240
+    """Length of the published schedule (RepDistiller's CIFAR-100 protocol: 240 epochs)."""
+
+    @classmethod
+    def scaled_hparams(cls, epochs: int, n_train: int | None = None) -> dict[str, Any]:
+        """Hyperparameters for a run of ``epochs`` epochs on ``n_train`` training samples:
+        each of :attr:`epoch_hparams` scaled by ``epochs / protocol_epochs`` (at least 1),
+        none from ``protocol_epochs`` on (the method's defaults then apply). Methods with
+        data-dependent values extend it when ``n_train`` is known (CRD caps its negatives)."""
+        if epochs >= cls.protocol_epochs:
+            return {}
+        return {
+            key: max(1, round(value * epochs / cls.protocol_epochs))
+            for key, value in cls.epoch_hparams.items()
+        }
 
     def __init__(
         self, student: nn.Module, teacher: nn.Module | None = None, hparams: HParams | None = None

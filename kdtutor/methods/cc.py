@@ -5,8 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import nn
 
 from ..config import ConfigError, non_negative, positive
 from ..losses.relation import cc_loss
@@ -26,23 +25,18 @@ class CCHParams(FeatureHParams):
     what produced the CC column of RepDistiller's published CIFAR-100 table.
     ``kd_weight`` > 0 adds Hinton's KD at temperature ``T``."""
 
-    ce_weight: float = 1.0
     beta: float = 0.02
     feat_dim: int = 128
     mode: str = "paper"
     gamma: float = 0.4
     order: int = 2
-    kd_weight: float = 0.0
-    T: float = 4.0
 
     def validate(self) -> None:
         super().validate()
-        positive("T", self.T, "cc")
         positive("feat_dim", self.feat_dim, "cc")
         positive("gamma", self.gamma, "cc")
         non_negative("order", self.order, "cc")
-        for name in ("ce_weight", "beta", "kd_weight"):
-            non_negative(name, getattr(self, name), "cc")
+        non_negative("beta", self.beta, "cc")
         if self.mode not in ("paper", "code"):
             raise ConfigError(f"cc.mode must be 'paper' or 'code', got {self.mode!r}.")
 
@@ -62,6 +56,7 @@ class CC(FeatureDistiller):
     prevent that for :math:`\phi`, only for the student's own features."""
 
     name = "cc"
+    family = "relation"
     paper = (
         "Peng, Jin, Liu, Li, Wu, Liu, Zhou, Zhang (2019). Correlation Congruence for Knowledge "
         "Distillation"
@@ -79,8 +74,5 @@ class CC(FeatureDistiller):
         hp = self.hparams
         f_s = self.embed_s(student_features[0].flatten(1))
         f_t = self.embed_t(teacher_features[0].flatten(1))
-        losses: dict[str, Tensor] = {
-            "ce": hp.ce_weight * F.cross_entropy(logits, y),
-            "cc": hp.beta * cc_loss(f_s, f_t, mode=hp.mode, gamma=hp.gamma, order=hp.order),
-        }
-        return self.add_kd_term(losses, logits, teacher_logits)
+        cc = cc_loss(f_s, f_t, mode=hp.mode, gamma=hp.gamma, order=hp.order)
+        return hp.weighted_losses(logits, y, teacher_logits, {"cc": hp.beta * cc})

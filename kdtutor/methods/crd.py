@@ -32,10 +32,7 @@ class CRDHParams(FeatureHParams):
     replacement when there are enough candidates; with thousands of them the difference is
     negligible). The same negatives serve both directions, as in RepDistiller."""
 
-    ce_weight: float = 1.0
     beta: float = 0.8
-    kd_weight: float = 0.0
-    T: float = 4.0
     feat_dim: int = 128
     num_negatives: int = 16384
     nce_t: float = 0.07
@@ -44,10 +41,9 @@ class CRDHParams(FeatureHParams):
 
     def validate(self) -> None:
         super().validate()
-        for name in ("T", "feat_dim", "num_negatives", "nce_t"):
+        for name in ("feat_dim", "num_negatives", "nce_t"):
             positive(name, getattr(self, name), "crd")
-        for name in ("ce_weight", "beta", "kd_weight"):
-            non_negative(name, getattr(self, name), "crd")
+        non_negative("beta", self.beta, "crd")
         if not 0.0 <= self.momentum < 1.0:
             raise ConfigError(f"crd.momentum must be in [0, 1), got {self.momentum!r}.")
         if self.negatives not in ("instance", "class"):
@@ -86,11 +82,21 @@ class CRD(FeatureDistiller):
     :math:`\pm 1/\sqrt{D/3}`, of unit norm only on average)."""
 
     name = "crd"
+    family = "relation"
     supports_ddp = False  # the memory banks are per-process state
     paper = "Tian, Krishnan, Isola (2020). Contrastive Representation Distillation"
     hparams_cls = CRDHParams
     path_policy = "embedding"
     uses_connectors = False
+
+    @classmethod
+    def scaled_hparams(cls, epochs: int, n_train: int | None = None) -> dict[str, Any]:
+        """As :meth:`Distiller.scaled_hparams`, with ``num_negatives`` capped at the
+        ``n_train - 1`` other training samples (a bank cannot hold more)."""
+        values = super().scaled_hparams(epochs, n_train)
+        if n_train is not None:
+            values["num_negatives"] = min(CRDHParams().num_negatives, n_train - 1)
+        return values
 
     def build_modules(self) -> None:
         hp = self.hparams
@@ -224,11 +230,7 @@ class CRD(FeatureDistiller):
             )
         if self.training:
             self.update_memory(index, v_s, v_t)
-        losses: dict[str, Tensor] = {
-            "ce": hp.ce_weight * F.cross_entropy(logits, y),
-            "crd": hp.beta * nce,
-        }
-        return self.add_kd_term(losses, logits, teacher_logits)
+        return hp.weighted_losses(logits, y, teacher_logits, {"crd": hp.beta * nce})
 
     @torch.no_grad()
     def update_memory(self, index: Tensor, v_s: Tensor, v_t: Tensor) -> None:

@@ -4,37 +4,37 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch.nn.functional as F
 from torch import Tensor
 
-from ..config import non_negative, positive
+from ..config import non_negative
 from ..losses.response import dist_loss
-from .base import Distiller, HParams
+from .base import Distiller
+from .hparams import LossWeights
 from .registry import register_method
 
 
 @dataclass(frozen=True)
-class DISTHParams(HParams):
-    """Defaults of Huang et al. (2022) on CIFAR-100: CE weight 1, beta (inter) = gamma (intra) = 1,
-    T=4 (they use T=1 and beta = gamma = 2 on ImageNet)."""
+class DISTHParams(LossWeights):
+    """Defaults of Huang et al. (2022) on CIFAR-100: CE weight 1, ``beta`` (inter) = ``gamma``
+    (intra) = 1, T=4 (they use T=1 and beta = gamma = 2 on ImageNet). ``beta`` and ``gamma``
+    keep the paper's names; ``kd_weight`` > 0 adds Hinton's KD term (default 0)."""
 
-    T: float = 4.0
-    ce_weight: float = 1.0
     beta: float = 1.0
     gamma: float = 1.0
 
     def validate(self) -> None:
-        positive("T", self.T, "dist")
-        for name in ("ce_weight", "beta", "gamma"):
+        super().validate()
+        for name in ("beta", "gamma"):
             non_negative(name, getattr(self, name), "dist")
 
 
 @register_method
 class DIST(Distiller):
-    r""":math:`\mathcal{L} = \mathrm{CE} + \beta\,\mathcal{L}_{inter} + \gamma\,\mathcal{L}_{intra}`
-    (see :func:`~kdtutor.losses.dist_loss`)."""
+    r""":math:`\mathcal{L} = \lambda_{CE}\,\mathrm{CE} + \beta\,\mathcal{L}_{inter}
+    + \gamma\,\mathcal{L}_{intra}` (see :func:`~kdtutor.losses.dist_loss`)."""
 
     name = "dist"
+    family = "response"
     paper = "Huang, You, Wang, Qian, Xu (2022). Knowledge Distillation from A Stronger Teacher"
     hparams_cls = DISTHParams
 
@@ -43,9 +43,7 @@ class DIST(Distiller):
     ) -> tuple[Tensor, dict[str, Tensor]]:
         hp = self.hparams
         logits = self.student(x)
-        inter, intra = dist_loss(logits, self.teacher_outputs(x, index).logits, hp.T)
-        return logits, {
-            "ce": hp.ce_weight * F.cross_entropy(logits, y),
-            "inter": hp.beta * inter,
-            "intra": hp.gamma * intra,
-        }
+        teacher_logits = self.teacher_outputs(x, index).logits
+        inter, intra = dist_loss(logits, teacher_logits, hp.T)
+        terms = {"inter": hp.beta * inter, "intra": hp.gamma * intra}
+        return logits, hp.weighted_losses(logits, y, teacher_logits, terms)

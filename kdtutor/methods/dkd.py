@@ -2,42 +2,46 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import ClassVar
 
-import torch.nn.functional as F
 from torch import Tensor
 
-from ..config import non_negative, positive
+from ..config import non_negative
 from ..losses.response import dkd_loss
-from .base import Distiller, HParams
+from .base import Distiller
+from .hparams import LossWeights
 from .registry import register_method
 
 
 @dataclass(frozen=True)
-class DKDHParams(HParams):
-    """Defaults of Zhao et al. (2022) for CIFAR-100: CE weight 1, alpha (TCKD) 1, beta (NCKD) 8,
-    T=4, the KD terms ramped up linearly over the first 20 epochs."""
+class DKDHParams(LossWeights):
+    """Defaults of Zhao et al. (2022) for CIFAR-100: CE weight 1, ``alpha`` (TCKD) 1, ``beta``
+    (NCKD) 8, T=4, the KD terms ramped up linearly over the first 20 epochs. ``alpha`` and
+    ``beta`` keep the paper's names; ``kd_weight`` > 0 adds Hinton's KD term (default 0)."""
 
-    T: float = 4.0
-    ce_weight: float = 1.0
     alpha: float = 1.0
     beta: float = 8.0
     warmup_epochs: int = 20
 
     def validate(self) -> None:
-        positive("T", self.T, "dkd")
-        for name in ("ce_weight", "alpha", "beta", "warmup_epochs"):
+        super().validate()
+        for name in ("alpha", "beta", "warmup_epochs"):
             non_negative(name, getattr(self, name), "dkd")
 
 
 @register_method
 class DKD(Distiller):
-    r""":math:`\mathcal{L} = \mathrm{CE} + w(e)\,(\alpha\,\mathrm{TCKD} + \beta\,\mathrm{NCKD})`,
-    with :math:`w(e) = \min(e / e_{warm}, 1)` (see :func:`~kdtutor.losses.dkd_loss`)."""
+    r""":math:`\mathcal{L} = \lambda_{CE}\,\mathrm{CE} + w(e)\,(\alpha\,\mathrm{TCKD}
+    + \beta\,\mathrm{NCKD})`, with :math:`w(e) = \min(e / e_{warm}, 1)` (see
+    :func:`~kdtutor.losses.dkd_loss`)."""
 
     name = "dkd"
+    family = "response"
     paper = "Zhao, Cui, Song, Qiu, Liang (2022). Decoupled Knowledge Distillation"
     hparams_cls = DKDHParams
+    epoch_hparams: ClassVar[Mapping[str, int]] = {"warmup_epochs": 20}
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -52,9 +56,7 @@ class DKD(Distiller):
     ) -> tuple[Tensor, dict[str, Tensor]]:
         hp = self.hparams
         logits = self.student(x)
-        tckd, nckd = dkd_loss(logits, self.teacher_outputs(x, index).logits, y, hp.T)
-        return logits, {
-            "ce": hp.ce_weight * F.cross_entropy(logits, y),
-            "tckd": self.warmup * hp.alpha * tckd,
-            "nckd": self.warmup * hp.beta * nckd,
-        }
+        teacher_logits = self.teacher_outputs(x, index).logits
+        tckd, nckd = dkd_loss(logits, teacher_logits, y, hp.T)
+        terms = {"tckd": self.warmup * hp.alpha * tckd, "nckd": self.warmup * hp.beta * nckd}
+        return logits, hp.weighted_losses(logits, y, teacher_logits, terms)

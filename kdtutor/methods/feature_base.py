@@ -29,9 +29,9 @@ from ..config import ConfigError
 from ..connectors import KINDS, build_connector
 from ..errors import KDTutorError, ShapeMismatchError
 from ..features import FeatureExtractor
-from ..losses.response import kd_loss
 from ..models.common import FeatureAttributeError
 from .base import Distiller, HParams
+from .hparams import LossWeights
 
 PathPolicy = Literal["stages", "preact", "hint", "last", "embedding"]
 
@@ -46,9 +46,11 @@ __all__ = [
 
 
 @dataclass(frozen=True)
-class FeatureHParams(HParams):
-    """Fields every feature-based method accepts.
+class FeatureHParams(LossWeights):
+    """Fields every feature- and relation-based method accepts.
 
+    ``ce_weight``, ``kd_weight`` and ``T`` (:class:`~kdtutor.methods.hparams.LossWeights`):
+    the weights of the cross entropy (1) and of Hinton's KD term (0: none, e.g. 1 for CRD+KD).
     ``student_paths`` / ``teacher_paths``: module paths of the paired features (equal length;
     empty: the method's default pairs). ``connector``: the kind of connector per pair (see
     :func:`kdtutor.connectors.build_connector`; ignored by methods that need none).
@@ -61,6 +63,7 @@ class FeatureHParams(HParams):
     init_epochs: int = 0
 
     def validate(self) -> None:
+        super().validate()
         if len(self.student_paths) != len(self.teacher_paths):
             raise ConfigError(
                 f"student_paths ({len(self.student_paths)}) and teacher_paths "
@@ -260,7 +263,9 @@ class FeatureDistiller(Distiller):
         teacher_logits: Tensor,
         index: Tensor | None,
     ) -> dict[str, Tensor]:
-        """The method's named, weighted losses for one batch."""
+        """The method's named, weighted losses for one batch: usually
+        ``self.hparams.weighted_losses(logits, y, teacher_logits, {name: term})``, which adds
+        the weighted cross entropy and, when ``kd_weight`` > 0, Hinton's KD term."""
         raise NotImplementedError
 
     @property
@@ -294,16 +299,6 @@ class FeatureDistiller(Distiller):
         with FeatureExtractor(self.student, self.student_paths) as fx:
             logits = self.student(x)
         return logits, [fx.tensor(p) for p in self.student_paths]
-
-    def add_kd_term(
-        self, losses: dict[str, Tensor], logits: Tensor, teacher_logits: Tensor
-    ) -> dict[str, Tensor]:
-        """Add Hinton's KD term, ``kd_weight * kd_loss(logits, teacher_logits, T)``, when the
-        method's ``kd_weight`` is positive (RepDistiller's ``-a`` flag, e.g. CRD+KD)."""
-        weight = getattr(self.hparams, "kd_weight", 0.0)
-        if weight > 0:
-            losses["kd"] = weight * kd_loss(logits, teacher_logits, self.hparams.T)  # type: ignore[attr-defined]
-        return losses
 
     def connect(self, features: Sequence[Tensor]) -> list[Tensor]:
         """Student features mapped to the teacher's shapes by the connectors."""

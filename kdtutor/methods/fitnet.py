@@ -4,10 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch.nn.functional as F
-from torch import Tensor
-
-from ..config import non_negative, positive
+from ..config import non_negative
 from ..losses.feature import hint_loss
 from .feature_base import FeatureDistiller, FeatureHParams
 from .registry import register_method
@@ -24,16 +21,11 @@ class FitNetHParams(FeatureHParams):
     3.2's exercise)."""
 
     connector: str = "conv"
-    ce_weight: float = 1.0
     beta: float = 100.0
-    kd_weight: float = 0.0
-    T: float = 4.0
 
     def validate(self) -> None:
         super().validate()
-        positive("T", self.T, "fitnet")
-        for name in ("ce_weight", "beta", "kd_weight"):
-            non_negative(name, getattr(self, name), "fitnet")
+        non_negative("beta", self.beta, "fitnet")
 
 
 @register_method
@@ -45,6 +37,7 @@ class FitNet(FeatureDistiller):
     stage one, as in the paper."""
 
     name = "fitnet"
+    family = "feature"
     paper = "Romero et al. (2015). FitNets: Hints for Thin Deep Nets"
     hparams_cls = FitNetHParams
     path_policy = "hint"
@@ -58,7 +51,5 @@ class FitNet(FeatureDistiller):
         hint = hp.beta * sum(hints) / len(hints)
         if self.in_init_stage:
             return {"hint": hint}
-        losses: dict[str, Tensor] = {"ce": hp.ce_weight * F.cross_entropy(logits, y)}
-        if hp.init_epochs == 0:
-            losses["hint"] = hint
-        return self.add_kd_term(losses, logits, teacher_logits)
+        terms = {"hint": hint} if hp.init_epochs == 0 else {}
+        return hp.weighted_losses(logits, y, teacher_logits, terms)

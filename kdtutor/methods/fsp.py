@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-
-import torch.nn.functional as F
-from torch import Tensor
+from typing import ClassVar
 
 from ..config import non_negative
 from ..errors import KDTutorError
@@ -30,13 +29,11 @@ class FSPHParams(FeatureHParams):
     schedule: ``init_epochs=30, beta=1``). The default is a single stage so that short runs
     still train the classifier."""
 
-    ce_weight: float = 1.0
     beta: float = 50.0
 
     def validate(self) -> None:
         super().validate()
-        for name in ("ce_weight", "beta"):
-            non_negative(name, getattr(self, name), "fsp")
+        non_negative("beta", self.beta, "fsp")
 
 
 @register_method
@@ -56,6 +53,8 @@ class FSP(FeatureDistiller):
     :class:`FSPHParams`)."""
 
     name = "fsp"
+    family = "feature"
+    epoch_hparams: ClassVar[Mapping[str, int]] = {"init_epochs": 30}
     paper = (
         "Yim, Joo, Bae & Kim (2017). A Gift from Knowledge Distillation: Fast Optimization, "
         "Network Minimization and Transfer Learning"
@@ -78,7 +77,7 @@ class FSP(FeatureDistiller):
         hp = self.hparams
         if self.in_init_stage:
             return {"fsp": hp.beta * fsp_loss(self.connect(student_features), teacher_features)}
-        losses: dict[str, Tensor] = {"ce": hp.ce_weight * F.cross_entropy(logits, y)}
+        terms = {}
         if hp.init_epochs == 0:
-            losses["fsp"] = hp.beta * fsp_loss(self.connect(student_features), teacher_features)
-        return losses
+            terms["fsp"] = hp.beta * fsp_loss(self.connect(student_features), teacher_features)
+        return hp.weighted_losses(logits, y, teacher_logits, terms)

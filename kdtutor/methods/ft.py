@@ -9,7 +9,9 @@ last-stage feature, trained with the student (stage two) through
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -34,7 +36,6 @@ class FTHParams(FeatureHParams):
     ``paraphraser_bn``: batch norm in the paraphraser, as in the authors' code."""
 
     init_epochs: int = 30
-    ce_weight: float = 1.0
     beta: float = 200.0
     rate: float = 0.5
     mode: str = "code"
@@ -42,7 +43,6 @@ class FTHParams(FeatureHParams):
 
     def validate(self) -> None:
         super().validate()
-        non_negative("ce_weight", self.ce_weight, "ft")
         non_negative("beta", self.beta, "ft")
         positive("rate", self.rate, "ft")
         if self.mode not in ("code", "paper"):
@@ -117,6 +117,8 @@ class FT(FeatureDistiller):
     """
 
     name = "ft"
+    family = "feature"
+    epoch_hparams: ClassVar[Mapping[str, int]] = {"init_epochs": 30}
     paper = (
         "Kim, Park, Kwak (2018). Paraphrasing Complex Network: Network Compression via "
         "Factor Transfer"
@@ -169,7 +171,5 @@ class FT(FeatureDistiller):
             target = self.paraphraser.encoder(teacher)
         (student,) = student_features
         factor = match_spatial(self.translator(student), target.shape[-2:])
-        return {
-            "ce": hp.ce_weight * F.cross_entropy(logits, y),
-            "ft": hp.beta * ft_loss(factor, target, hp.mode),
-        }
+        terms = {"ft": hp.beta * ft_loss(factor, target, hp.mode)}
+        return hp.weighted_losses(logits, y, teacher_logits, terms)

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch.nn.functional as F
-from torch import Tensor
-
-from ..config import non_negative, positive
+from ..config import non_negative
 from ..losses.relation import irg_losses
 from .feature_base import FeatureDistiller, FeatureHParams
 from .registry import register_method
@@ -23,17 +20,13 @@ class IRGHParams(FeatureHParams):
     logits-MSE term, as in Ba & Caruana's regression) is our choice; set it to 0 to drop it.
     CE weight 1. ``kd_weight`` > 0 adds Hinton's KD at temperature ``T``."""
 
-    ce_weight: float = 1.0
     w_vertex: float = 1.0
     w_edge: float = 0.16
     w_transform: float = 0.16
-    kd_weight: float = 0.0
-    T: float = 4.0
 
     def validate(self) -> None:
         super().validate()
-        positive("T", self.T, "irg")
-        for name in ("ce_weight", "w_vertex", "w_edge", "w_transform", "kd_weight"):
+        for name in ("w_vertex", "w_edge", "w_transform"):
             non_negative(name, getattr(self, name), "irg")
 
 
@@ -52,6 +45,7 @@ class IRG(FeatureDistiller):
     multi-layer graphs and its vertex transformation)."""
 
     name = "irg"
+    family = "relation"
     paper = (
         "Liu, Cao, Li, Yuan, Hu, Li, Duan (2019). Knowledge Distillation via Instance "
         "Relationship Graph"
@@ -65,10 +59,9 @@ class IRG(FeatureDistiller):
         vertex, edge, transform = irg_losses(
             student_features[0], teacher_features[0], logits, teacher_logits
         )
-        losses: dict[str, Tensor] = {
-            "ce": hp.ce_weight * F.cross_entropy(logits, y),
+        terms = {
             "irg_vertex": hp.w_vertex * vertex,
             "irg_edge": hp.w_edge * edge,
             "irg_transform": hp.w_transform * transform,
         }
-        return self.add_kd_term(losses, logits, teacher_logits)
+        return hp.weighted_losses(logits, y, teacher_logits, terms)

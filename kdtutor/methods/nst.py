@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch.nn.functional as F
-
 from ..config import non_negative
 from ..losses.feature import nst_loss
 from .feature_base import FeatureDistiller, FeatureHParams
@@ -22,13 +20,11 @@ class NSTHParams(FeatureHParams):
     layers; pass ``student_paths`` / ``teacher_paths`` (e.g. only the last stages) and
     ``beta`` to follow a particular setting."""
 
-    ce_weight: float = 1.0
     beta: float = 50.0
 
     def validate(self) -> None:
         super().validate()
-        for name in ("ce_weight", "beta"):
-            non_negative(name, getattr(self, name), "nst")
+        non_negative("beta", self.beta, "nst")
 
 
 @register_method
@@ -45,6 +41,7 @@ class NST(FeatureDistiller):
     are used."""
 
     name = "nst"
+    family = "feature"
     paper = (
         "Huang & Wang (2017). Like What You Like: Knowledge Distill via Neuron Selectivity Transfer"
     )
@@ -55,4 +52,4 @@ class NST(FeatureDistiller):
     def feature_losses(self, logits, y, student_features, teacher_features, teacher_logits, index):
         hp = self.hparams
         nst = sum(nst_loss(s, t) for s, t in zip(student_features, teacher_features, strict=True))
-        return {"ce": hp.ce_weight * F.cross_entropy(logits, y), "nst": hp.beta * nst}
+        return hp.weighted_losses(logits, y, teacher_logits, {"nst": hp.beta * nst})

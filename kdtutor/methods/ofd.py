@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import non_negative, positive
@@ -45,13 +44,11 @@ class OFDHParams(FeatureHParams):
     teachers without a batch norm before the hooked ReLU)."""
 
     connector: str = "conv"
-    ce_weight: float = 1.0
     beta: float = 1e-3
     margin_samples: int = 256
 
     def validate(self) -> None:
         super().validate()
-        non_negative("ce_weight", self.ce_weight, "ofd")
         non_negative("beta", self.beta, "ofd")
         positive("margin_samples", self.margin_samples, "ofd")
 
@@ -115,6 +112,7 @@ class OFD(FeatureDistiller):
     """
 
     name = "ofd"
+    family = "feature"
     paper = (
         "Heo, Kim, Yun, Park, Kwak, Choi (2019). A Comprehensive Overhaul of Feature Distillation"
     )
@@ -183,4 +181,4 @@ class OFD(FeatureDistiller):
                 zip(connected, teacher_features, self.margins(), strict=True)
             )
         )
-        return {"ce": hp.ce_weight * F.cross_entropy(logits, y), "ofd": hp.beta * distill}
+        return hp.weighted_losses(logits, y, teacher_logits, {"ofd": hp.beta * distill})

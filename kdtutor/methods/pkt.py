@@ -4,9 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch.nn.functional as F
-from torch import Tensor
-
 from ..config import non_negative, positive
 from ..losses.relation import pkt_loss
 from .feature_base import FeatureDistiller, FeatureHParams
@@ -19,18 +16,13 @@ class PKTHParams(FeatureHParams):
     CIFAR-100 setting (``-r 1 -a 0 -b 30000``) with the authors' loss (mean over the ``B^2``
     pairs, epsilon 1e-7). ``kd_weight`` > 0 adds Hinton's KD at temperature ``T``."""
 
-    ce_weight: float = 1.0
     beta: float = 30000.0
-    kd_weight: float = 0.0
-    T: float = 4.0
     eps: float = 1e-7
 
     def validate(self) -> None:
         super().validate()
-        positive("T", self.T, "pkt")
         positive("eps", self.eps, "pkt")
-        for name in ("ce_weight", "beta", "kd_weight"):
-            non_negative(name, getattr(self, name), "pkt")
+        non_negative("beta", self.beta, "pkt")
 
 
 @register_method
@@ -45,6 +37,7 @@ class PKT(FeatureDistiller):
     (:func:`~kdtutor.losses.relation.pkt_loss`). Embedding widths may differ."""
 
     name = "pkt"
+    family = "relation"
     paper = (
         "Passalis, Tefas (2018). Learning Deep Representations with Probabilistic Knowledge "
         "Transfer"
@@ -55,8 +48,5 @@ class PKT(FeatureDistiller):
 
     def feature_losses(self, logits, y, student_features, teacher_features, teacher_logits, index):
         hp = self.hparams
-        losses: dict[str, Tensor] = {
-            "ce": hp.ce_weight * F.cross_entropy(logits, y),
-            "pkt": hp.beta * pkt_loss(student_features[0], teacher_features[0], hp.eps),
-        }
-        return self.add_kd_term(losses, logits, teacher_logits)
+        pkt = pkt_loss(student_features[0], teacher_features[0], hp.eps)
+        return hp.weighted_losses(logits, y, teacher_logits, {"pkt": hp.beta * pkt})

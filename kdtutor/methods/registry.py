@@ -59,7 +59,7 @@ def build_distiller(
     (32x32 images with the channels of its first convolution).
 
     Example:
-        >>> distiller = build_distiller("kd", student, teacher, T=4, alpha=0.1, beta=0.9)  # doctest: +SKIP
+        >>> distiller = build_distiller("kd", student, teacher, T=4, ce_weight=0.1, kd_weight=0.9)  # doctest: +SKIP
     """
     cls = get_method(name)
     values = {**(hparams or {}), **overrides}

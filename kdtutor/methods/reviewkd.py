@@ -10,7 +10,9 @@ has "reviewed" the deeper ones. The matching is the hierarchical context loss
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -33,14 +35,13 @@ class ReviewKDHParams(FeatureHParams):
     ABF modules; 0 takes mdistiller's rule, :math:`\min(512, C)` with :math:`C` the channels
     of the student's deepest stage."""
 
-    ce_weight: float = 1.0
     beta: float = 1.0
     warmup_epochs: int = 20
     mid_channels: int = 0
 
     def validate(self) -> None:
         super().validate()
-        for name in ("ce_weight", "beta", "warmup_epochs", "mid_channels"):
+        for name in ("beta", "warmup_epochs", "mid_channels"):
             non_negative(name, getattr(self, name), "reviewkd")
 
 
@@ -112,6 +113,8 @@ class ReviewKD(FeatureDistiller):
     """
 
     name = "reviewkd"
+    family = "feature"
+    epoch_hparams: ClassVar[Mapping[str, int]] = {"warmup_epochs": 20}
     paper = "Chen, Liu, Zhao, Jia (2021). Distilling Knowledge via Knowledge Review"
     hparams_cls = ReviewKDHParams
     path_policy = "stages"
@@ -156,7 +159,5 @@ class ReviewKD(FeatureDistiller):
             hcl_loss(s, t)
             for s, t in zip(self.review(student_features), teacher_features, strict=True)
         )
-        return {
-            "ce": hp.ce_weight * F.cross_entropy(logits, y),
-            "reviewkd": self.warmup * hp.beta * review,
-        }
+        terms = {"reviewkd": self.warmup * hp.beta * review}
+        return hp.weighted_losses(logits, y, teacher_logits, terms)

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch.nn.functional as F
-from torch import Tensor
-
-from ..config import non_negative, positive
+from ..config import non_negative
 from ..losses.relation import rkd_angle_loss, rkd_distance_loss
 from .feature_base import FeatureDistiller, FeatureHParams
 from .registry import register_method
@@ -20,17 +17,13 @@ class RKDHParams(FeatureHParams):
     (RepDistiller's CIFAR-100 protocol: ``-r 1 -a 0 -b 1``). ``kd_weight`` > 0 adds Hinton's KD
     at temperature ``T``."""
 
-    ce_weight: float = 1.0
     beta: float = 1.0
     distance_weight: float = 25.0
     angle_weight: float = 50.0
-    kd_weight: float = 0.0
-    T: float = 4.0
 
     def validate(self) -> None:
         super().validate()
-        positive("T", self.T, "rkd")
-        for name in ("ce_weight", "beta", "distance_weight", "angle_weight", "kd_weight"):
+        for name in ("beta", "distance_weight", "angle_weight"):
             non_negative(name, getattr(self, name), "rkd")
 
 
@@ -47,6 +40,7 @@ class RKD(FeatureDistiller):
     ``B x B x B``) relations, so the embedding widths may differ and no connector is needed."""
 
     name = "rkd"
+    family = "relation"
     paper = "Park, Kim, Lu, Cho (2019). Relational Knowledge Distillation"
     hparams_cls = RKDHParams
     path_policy = "embedding"
@@ -55,9 +49,8 @@ class RKD(FeatureDistiller):
     def feature_losses(self, logits, y, student_features, teacher_features, teacher_logits, index):
         hp = self.hparams
         s, t = student_features[0], teacher_features[0]
-        losses: dict[str, Tensor] = {
-            "ce": hp.ce_weight * F.cross_entropy(logits, y),
+        terms = {
             "rkd_distance": hp.beta * hp.distance_weight * rkd_distance_loss(s, t),
             "rkd_angle": hp.beta * hp.angle_weight * rkd_angle_loss(s, t),
         }
-        return self.add_kd_term(losses, logits, teacher_logits)
+        return hp.weighted_losses(logits, y, teacher_logits, terms)

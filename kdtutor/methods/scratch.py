@@ -14,7 +14,9 @@ from .registry import register_method
 
 @dataclass(frozen=True)
 class ScratchHParams(HParams):
-    """Cross entropy, with optional label smoothing (Szegedy et al., 2016)."""
+    """Cross entropy, with optional label smoothing (Szegedy et al., 2016). No
+    :class:`~kdtutor.methods.hparams.LossWeights`: the labels' term is the whole loss and
+    there is no teacher to distil from."""
 
     label_smoothing: float = 0.0
 
@@ -27,6 +29,7 @@ class Scratch(Distiller):
     r"""Train the student alone: :math:`\mathcal{L} = \mathrm{CE}(z_s, y)`."""
 
     name = "scratch"
+    family = "baseline"
     paper = "baseline: the student trained on labels only"
     hparams_cls = ScratchHParams
     requires_teacher = False

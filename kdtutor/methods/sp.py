@@ -4,10 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch.nn.functional as F
-from torch import Tensor
-
-from ..config import non_negative, positive
+from ..config import non_negative
 from ..losses.relation import sp_loss
 from .feature_base import FeatureDistiller, FeatureHParams
 from .registry import register_method
@@ -19,16 +16,11 @@ class SPHParams(FeatureHParams):
     paper's CIFAR experiments and RepDistiller (``-r 1 -a 0 -b 3000``, ``feat[-2]``).
     ``kd_weight`` > 0 adds Hinton's KD at temperature ``T``."""
 
-    ce_weight: float = 1.0
     beta: float = 3000.0
-    kd_weight: float = 0.0
-    T: float = 4.0
 
     def validate(self) -> None:
         super().validate()
-        positive("T", self.T, "sp")
-        for name in ("ce_weight", "beta", "kd_weight"):
-            non_negative(name, getattr(self, name), "sp")
+        non_negative("beta", self.beta, "sp")
 
 
 @register_method
@@ -43,6 +35,7 @@ class SP(FeatureDistiller):
     (:func:`~kdtutor.losses.relation.sp_loss`). With several path pairs the terms are averaged."""
 
     name = "sp"
+    family = "relation"
     paper = "Tung, Mori (2019). Similarity-Preserving Knowledge Distillation"
     hparams_cls = SPHParams
     path_policy = "last"
@@ -51,8 +44,6 @@ class SP(FeatureDistiller):
     def feature_losses(self, logits, y, student_features, teacher_features, teacher_logits, index):
         hp = self.hparams
         terms = [sp_loss(s, t) for s, t in zip(student_features, teacher_features, strict=True)]
-        losses: dict[str, Tensor] = {
-            "ce": hp.ce_weight * F.cross_entropy(logits, y),
-            "sp": hp.beta * sum(terms) / len(terms),
-        }
-        return self.add_kd_term(losses, logits, teacher_logits)
+        return hp.weighted_losses(
+            logits, y, teacher_logits, {"sp": hp.beta * sum(terms) / len(terms)}
+        )

@@ -36,7 +36,10 @@ class TfKDHParams(HParams):
     model (e.g. MobileNetV2 reg: ``alpha=0.95, T=40``, multiplier 1, i.e. 0.01 here).
     ``correct_prob`` (0.99) is the virtual teacher's probability of the true class, hard-coded
     in their code. ``soften_student`` divides the student's logits by ``T`` in the reg term, as
-    the paper's equation writes; the code (default) does not."""
+    the paper's equation writes; the code (default) does not.
+
+    Tf-KD keeps the paper's ``alpha``, which weights both terms (CE by ``1 - alpha``), instead
+    of :class:`~kdtutor.methods.hparams.LossWeights`' ``ce_weight`` and ``kd_weight``."""
 
     mode: str = "reg"
     alpha: float | None = None
@@ -80,6 +83,7 @@ class TfKD(Distiller):
     :math:`m` is the ``multiplier``. The losses are logged as ``ce`` and ``tfkd``."""
 
     name = "tfkd"
+    family = "response"
     paper = (
         "Yuan, Tay, Li, Wang, Feng (2020). Revisiting Knowledge Distillation via Label "
         "Smoothing Regularization"

@@ -25,7 +25,6 @@ class VIDHParams(FeatureHParams):
     ReLU - 1x1 conv (no biases) with as many hidden channels as the teacher feature
     (``mid_channels=0``), initial variance 5 (``init_variance``) and ``eps=1e-5``."""
 
-    ce_weight: float = 1.0
     beta: float = 1.0
     mid_channels: int = 0
     init_variance: float = 5.0
@@ -35,8 +34,7 @@ class VIDHParams(FeatureHParams):
         super().validate()
         positive("eps", self.eps, "vid")
         non_negative("mid_channels", self.mid_channels, "vid")
-        for name in ("ce_weight", "beta"):
-            non_negative(name, getattr(self, name), "vid")
+        non_negative("beta", self.beta, "vid")
         if not self.init_variance > self.eps:
             raise ConfigError(
                 f"vid.init_variance must be > eps ({self.eps}), got {self.init_variance!r}."
@@ -75,6 +73,7 @@ class VID(FeatureDistiller):
     """
 
     name = "vid"
+    family = "feature"
     paper = (
         "Ahn, Hu, Damianou, Lawrence & Dai (2019). Variational Information Distillation for "
         "Knowledge Transfer"
@@ -117,4 +116,4 @@ class VID(FeatureDistiller):
         ):
             s, t = pool_to_smaller(s, t)
             terms.append(vid_loss(regressor(s), variance, t))
-        return {"ce": hp.ce_weight * F.cross_entropy(logits, y), "vid": hp.beta * sum(terms)}
+        return hp.weighted_losses(logits, y, teacher_logits, {"vid": hp.beta * sum(terms)})
