@@ -46,6 +46,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import prune
 
+from .features import evaluating
+
 __all__ = [
     "PRUNABLE",
     "dynamic_int8",
@@ -514,20 +516,15 @@ def measure_latency(
         raise ValueError(f"runs must be at least 1, got {runs}.")
     shape = tuple(int(s) for s in input_shape)
     x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
-    was_training = model.training
-    model.eval()
     times: list[float] = []
-    try:
-        with _num_threads(threads), torch.inference_mode():
-            for _ in range(warmup):
-                model(x)
-            for _ in range(runs):
-                start = time.perf_counter()
-                model(x)
-                times.append((time.perf_counter() - start) * 1e3)
-            used_threads = torch.get_num_threads()
-    finally:
-        model.train(was_training)
+    with evaluating(model), _num_threads(threads), torch.inference_mode():
+        for _ in range(warmup):
+            model(x)
+        for _ in range(runs):
+            start = time.perf_counter()
+            model(x)
+            times.append((time.perf_counter() - start) * 1e3)
+        used_threads = torch.get_num_threads()
     median = statistics.median(times)
     if len(times) >= 2:
         q1, _, q3 = statistics.quantiles(times, n=4)

@@ -29,7 +29,9 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager as ContextManager
+from contextlib import contextmanager
 from types import TracebackType
 from typing import Any
 
@@ -45,8 +47,10 @@ __all__ = [
     "FeatureNotRequestedError",
     "FeatureTypeError",
     "ModuleNotCalledError",
+    "evaluating",
     "feature_shapes",
     "list_paths",
+    "probe_features",
 ]
 
 INPUT_SUFFIX = ":input"
@@ -404,6 +408,62 @@ class FeatureExtractor:
         )
 
 
+@contextmanager
+def _evaluating(model: nn.Module) -> Iterator[nn.Module]:
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
+def evaluating(model: nn.Module) -> ContextManager[nn.Module]:
+    """Run ``model`` in eval mode inside a ``with`` block, then restore its modes.
+
+    Every submodule gets back its own train/eval flag on exit, also when the block raises,
+    so a model whose parts had mixed modes (a frozen, eval-mode backbone in a training
+    model) comes out as it went in. Gradients are not switched off: combine it with
+    ``torch.no_grad()`` where none are needed (:func:`probe_features` does both).
+
+    Example:
+        >>> from torch import nn
+        >>> model = nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.5))
+        >>> with evaluating(model):
+        ...     model.training
+        False
+        >>> model.training
+        True
+    """
+    return _evaluating(model)
+
+
+def probe_features(model: nn.Module, x: Any, paths: Sequence[str]) -> tuple[Any, dict[str, Tensor]]:
+    """``model(x)`` and its (detached) features at ``paths``, computed in eval mode without
+    gradients (:func:`evaluating`; the model's modes are restored).
+
+    Args:
+        model: Any ``nn.Module``.
+        x: Its input.
+        paths: Paths as for :class:`FeatureExtractor`; each must capture a tensor.
+
+    Returns:
+        ``(output, {path: tensor})``, the features in the order of ``paths``.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+        >>> out, feats = probe_features(model, torch.randn(2, 4), ["1"])
+        >>> out.shape, feats["1"].shape
+        (torch.Size([2, 3]), torch.Size([2, 8]))
+    """
+    with evaluating(model), torch.no_grad(), FeatureExtractor(model, paths, detach=True) as fx:
+        output = model(x)
+    return output, {path: fx.tensor(path) for path in fx.paths}
+
+
 def feature_shapes(
     model: nn.Module,
     paths: Sequence[str],
@@ -415,7 +475,7 @@ def feature_shapes(
     """Shapes of the features at ``paths`` for an input of ``input_shape``.
 
     Runs one forward pass on zeros, in eval mode and under ``torch.no_grad()``, then puts
-    every submodule back in the train/eval mode it had. Used to size connectors between a
+    every submodule back in the train/eval mode it had (:func:`probe_features`). Used to size connectors between a
     student's and a teacher's features.
 
     Args:
@@ -440,18 +500,11 @@ def feature_shapes(
         >>> feature_shapes(model, ["0"], (1, 3, 32, 32))
         {'0': torch.Size([1, 8, 15, 15])}
     """
-    extractor = FeatureExtractor(model, paths, detach=True)
     first = next(model.parameters(), None)
     if dtype is None:
         dtype = first.dtype if first is not None else torch.get_default_dtype()
     if device is None:
         device = first.device if first is not None else torch.device("cpu")
-    modes = {module: module.training for module in model.modules()}
-    try:
-        model.eval()
-        with torch.no_grad(), extractor:
-            model(torch.zeros(tuple(input_shape), dtype=dtype, device=device))
-        return {path: extractor.tensor(path).shape for path in extractor.paths}
-    finally:
-        for module, training in modes.items():
-            module.training = training
+    x = torch.zeros(tuple(input_shape), dtype=dtype, device=device)
+    _, features = probe_features(model, x, paths)
+    return {path: feature.shape for path, feature in features.items()}

@@ -16,8 +16,10 @@ from kdtutor.features import (
     FeatureNotRequestedError,
     FeatureTypeError,
     ModuleNotCalledError,
+    evaluating,
     feature_shapes,
     list_paths,
+    probe_features,
 )
 
 
@@ -299,6 +301,44 @@ def test_feature_shapes_and_modes_restored() -> None:
         feature_shapes(TinyNet(), ["pair"], (1, 3, 6, 6))
     with pytest.raises(ModuleNotCalledError):
         feature_shapes(TinyNet(), ["aux"], (1, 3, 6, 6))
+
+
+def test_evaluating_restores_mixed_modes_even_after_an_error() -> None:
+    model = make_sequential().train()
+    model.layer2[1].eval()  # a frozen BatchNorm inside a training model
+    before = {name: m.training for name, m in model.named_modules()}
+    with evaluating(model) as inside:
+        assert inside is model
+        assert not any(m.training for m in model.modules())
+    assert {name: m.training for name, m in model.named_modules()} == before
+    with pytest.raises(RuntimeError, match="boom"), evaluating(model):
+        raise RuntimeError("boom")
+    assert {name: m.training for name, m in model.named_modules()} == before
+    # nested: the inner block restores the submodule, the outer one the rest
+    with evaluating(model):
+        with evaluating(model.layer2):
+            pass
+        assert not model.layer2.training
+    assert {name: m.training for name, m in model.named_modules()} == before
+    model.eval()
+    with evaluating(model):
+        pass
+    assert not any(m.training for m in model.modules())
+
+
+def test_probe_features_runs_in_eval_mode_without_gradients() -> None:
+    model = make_sequential().train()
+    stats = model.layer2[1].running_mean.clone()
+    x = torch.randn(2, 3, 16, 16)
+    out, features = probe_features(model, x, ["layer2", "fc:input"])
+    assert list(features) == ["layer2", "fc:input"]
+    with evaluating(model), torch.no_grad():
+        expected = model(x)
+    assert_close(out, expected)
+    assert not out.requires_grad and not features["layer2"].requires_grad
+    assert features["fc:input"].shape == (2, 8)
+    assert torch.equal(model.layer2[1].running_mean, stats)  # batch norm did not update
+    assert model.training and all_hooks(model) == 0 and torch.is_grad_enabled()
 
 
 def test_docstring_examples_run() -> None:

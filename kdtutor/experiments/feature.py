@@ -25,29 +25,21 @@ import math
 from collections.abc import Sequence
 from types import TracebackType
 
-import torch
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
 from ..errors import KDTutorError
-from ..features import FeatureExtractor
+from ..features import probe_features
 from ..losses.feature import attention_map, pool_to_smaller
 from ..methods import Distiller
 
 __all__ = ["StepLosses", "attention_distance", "attention_maps"]
 
 
-@torch.no_grad()
 def _features(model: nn.Module, paths: Sequence[str], x: Tensor) -> list[Tensor]:
     """The features of ``model`` at ``paths`` for ``x``, in eval mode (its mode is restored)."""
-    was_training = model.training
-    model.eval()
-    try:
-        with FeatureExtractor(model, list(paths), detach=True) as fx:
-            model(x)
-        return [fx.tensor(p) for p in paths]
-    finally:
-        model.train(was_training)
+    _, features = probe_features(model, x, list(paths))
+    return [features[p] for p in paths]
 
 
 def attention_maps(
@@ -109,6 +101,7 @@ class StepLosses:
     recorded. Use it as a context manager around :func:`kdtutor.train.fit`.
 
     Example:
+        >>> import torch
         >>> from kdtutor.methods import build_distiller
         >>> from kdtutor.models import build_model
         >>> distiller = build_distiller("scratch", build_model("cnn_micro"))

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import KDTutorError
-from ..features import FeatureExtractor
+from ..features import probe_features
 from ..losses.relation import rkd_angle_loss, rkd_distance_loss, sp_loss
 
 __all__ = ["class_sorted_indices", "features", "memory_bank_bytes", "relation_gaps"]
@@ -55,25 +55,19 @@ def class_sorted_indices(targets: Tensor, per_class: int) -> Tensor:
     return torch.cat(chosen)
 
 
-@torch.no_grad()
 def features(model: nn.Module, path: str, x: Tensor, batch_size: int = 512) -> Tensor:
     """``model``'s features at ``path`` for the inputs ``x``, flattened to ``(N, D)``.
 
     The model runs in eval mode (batch norm uses its running statistics) without gradients,
-    ``batch_size`` inputs at a time; its train/eval mode is restored.
+    ``batch_size`` inputs at a time (:func:`~kdtutor.features.probe_features`); its
+    train/eval modes are restored.
     """
-    was_training = model.training
-    model.eval()
-    try:
-        device = next(model.parameters()).device
-        out = []
-        with FeatureExtractor(model, [path], detach=True) as fx:
-            for chunk in x.split(batch_size):
-                model(chunk.to(device))
-                out.append(fx.tensor(path).flatten(1).cpu())
-        return torch.cat(out)
-    finally:
-        model.train(was_training)
+    device = next(model.parameters()).device
+    out = []
+    for chunk in x.split(batch_size):
+        _, feature = probe_features(model, chunk.to(device), [path])
+        out.append(feature[path].flatten(1).cpu())
+    return torch.cat(out)
 
 
 def relation_gaps(

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from ..config import ConfigError
 from ..connectors import KINDS, build_connector
 from ..errors import KDTutorError, ShapeMismatchError
-from ..features import FeatureExtractor
+from ..features import FeatureExtractor, probe_features
 from ..models.common import FeatureAttributeError
 from .base import Distiller, HParams
 from .hparams import LossWeights
@@ -177,31 +177,25 @@ def guess_input_shape(model: nn.Module) -> tuple[int, ...]:
     )
 
 
-@torch.no_grad()
 def probe_shapes(
     model: nn.Module, paths: Sequence[str], input_shape: Sequence[int], role: str = "model"
 ) -> list[tuple[int, ...]]:
     """Per-sample shapes of the features at ``paths`` for inputs of ``input_shape``.
 
     The model runs once in eval mode on zeros (two samples, so batch norm and flattening
-    behave); its train/eval mode is restored.
+    behave), without gradients (:func:`~kdtutor.features.probe_features`); its train/eval
+    modes are restored.
     """
-    was_training = model.training
-    model.eval()
+    x = torch.zeros(2, *input_shape, device=next(model.parameters()).device)
     try:
-        x = torch.zeros(2, *input_shape, device=next(model.parameters()).device)
-        with FeatureExtractor(model, list(paths), detach=True) as fx:
-            try:
-                model(x)
-            except RuntimeError as exc:
-                raise ShapeMismatchError(
-                    f"the {role} ({type(model).__name__}) cannot take inputs of shape "
-                    f"{tuple(input_shape)}: {str(exc).splitlines()[0]}. Student and teacher must "
-                    "take the same images; pass input_shape=(C, H, W) of your data."
-                ) from None
-            return [tuple(fx.tensor(p).shape[1:]) for p in paths]
-    finally:
-        model.train(was_training)
+        _, features = probe_features(model, x, list(paths))
+    except RuntimeError as exc:
+        raise ShapeMismatchError(
+            f"the {role} ({type(model).__name__}) cannot take inputs of shape "
+            f"{tuple(input_shape)}: {str(exc).splitlines()[0]}. Student and teacher must "
+            "take the same images; pass input_shape=(C, H, W) of your data."
+        ) from None
+    return [tuple(features[p].shape[1:]) for p in paths]
 
 
 class FeatureDistiller(Distiller):

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from ..config import ConfigError, non_negative, positive
 from ..connectors import match_spatial
 from ..errors import ShapeMismatchError
+from ..features import evaluating
 from ..losses.feature import ft_loss
 from .feature_base import FeatureDistiller, FeatureHParams
 from .registry import register_method
@@ -149,13 +150,8 @@ class FT(FeatureDistiller):
             return super().forward(x, y, index)
         # Stage one trains the paraphraser only: run the student without gradients and
         # without touching its batch-norm statistics, just to report its accuracy.
-        was_training = self.student.training
-        self.student.eval()
-        try:
-            with torch.no_grad():
-                logits = self.student(x)
-        finally:
-            self.student.train(was_training)
+        with evaluating(self.student), torch.no_grad():
+            logits = self.student(x)
         teacher = self.teacher_outputs(x, index)
         feature = teacher.features[self.teacher_paths[0]]
         return logits, self.feature_losses(logits, y, [], [feature], teacher.logits, index)

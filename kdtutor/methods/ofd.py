@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from ..config import non_negative, positive
-from ..features import INPUT_SUFFIX, FeatureExtractor
+from ..features import INPUT_SUFFIX, evaluating, probe_features
 from ..losses.feature import negative_mean, ofd_loss, ofd_margin
 from .feature_base import FeatureDistiller, FeatureHParams
 from .registry import register_method
@@ -85,13 +85,10 @@ def find_bn_before(
         handles.append(target.register_forward_pre_hook(reached))
     else:
         handles.append(target.register_forward_hook(reached))
-    was_training = model.training
-    model.eval()
     try:
-        with torch.no_grad():
+        with evaluating(model), torch.no_grad():
             model(torch.zeros(2, *input_shape, device=next(model.parameters()).device))
     finally:
-        model.train(was_training)
         for handle in handles:
             handle.remove()
     bn = state["found"]
@@ -161,12 +158,11 @@ class OFD(FeatureDistiller):
         n = min(len(train_data), self.hparams.margin_samples)
         device = next(self.teacher.parameters()).device
         chunks: list[list[Tensor]] = [[] for _ in self.teacher_paths]
-        with torch.no_grad(), FeatureExtractor(self.teacher, self.teacher_paths, detach=True) as fx:
-            for start in range(0, n, 128):
-                x, _ = train_data.batch(torch.arange(start, min(start + 128, n)))
-                self.teacher(x.to(device))
-                for i, path in enumerate(self.teacher_paths):
-                    chunks[i].append(fx.tensor(path).cpu())
+        for start in range(0, n, 128):
+            x, _ = train_data.batch(torch.arange(start, min(start + 128, n)))
+            _, features = probe_features(self.teacher, x.to(device), self.teacher_paths)
+            for i, path in enumerate(self.teacher_paths):
+                chunks[i].append(features[path].cpu())
         self._set_empirical([torch.cat(c) for c in chunks])
 
     def feature_losses(self, logits, y, student_features, teacher_features, teacher_logits, index):

@@ -24,6 +24,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from ..features import evaluating
+
 __all__ = ["ModelSummary", "count_parameters", "format_summary_table", "model_summary"]
 
 
@@ -106,30 +108,25 @@ def model_summary(
     first = next(model.parameters(), None)
     device = first.device if first is not None else torch.device("cpu")
     x = torch.zeros(input_shape, device=device)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            counter = FlopCounterMode(display=False)
-            with counter:
+    with evaluating(model), torch.inference_mode():
+        counter = FlopCounterMode(display=False)
+        with counter:
+            model(x)
+        flops = int(counter.get_total_flops())
+        latency = None
+        if latency_runs > 0:
+            for _ in range(warmup_runs):
                 model(x)
-            flops = int(counter.get_total_flops())
-            latency = None
-            if latency_runs > 0:
-                for _ in range(warmup_runs):
-                    model(x)
-                times = []
-                for _ in range(latency_runs):
-                    if device.type == "cuda":
-                        torch.cuda.synchronize(device)
-                    start = time.perf_counter()
-                    model(x)
-                    if device.type == "cuda":
-                        torch.cuda.synchronize(device)
-                    times.append(time.perf_counter() - start)
-                latency = statistics.median(times) * 1e3
-    finally:
-        model.train(was_training)
+            times = []
+            for _ in range(latency_runs):
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                start = time.perf_counter()
+                model(x)
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                times.append(time.perf_counter() - start)
+            latency = statistics.median(times) * 1e3
     return ModelSummary(
         name=name or type(model).__name__,
         params=count_parameters(model),
