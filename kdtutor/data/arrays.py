@@ -219,6 +219,23 @@ class ArrayDataset(Dataset):
             images, targets, self.classes, self.name, self.split, mean=self.mean, std=self.std
         )
 
+    def select_classes(self, classes: Sequence[int]) -> ArrayDataset:
+        """The samples whose label is in ``classes`` (in dataset order), labels unchanged:
+        one task of a class-incremental sequence.
+
+        >>> from kdtutor.data import load_dataset
+        >>> first = load_dataset("digits", "train").select_classes([0, 1])
+        >>> sorted(set(first.targets.tolist()))
+        [0, 1]
+        """
+        wanted = torch.as_tensor(list(classes), dtype=self.targets.dtype)
+        unknown = [c for c in wanted.tolist() if not 0 <= c < self.num_classes]
+        if unknown:
+            raise ValueError(
+                f"classes {unknown} are not labels of {self.name!r} (0..{self.num_classes - 1})."
+            )
+        return self.subset(torch.nonzero(torch.isin(self.targets, wanted)).flatten())
+
     def __repr__(self) -> str:
         return (
             f"ArrayDataset(name={self.name!r}, split={self.split!r}, n={len(self)}, "

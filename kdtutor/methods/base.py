@@ -198,6 +198,11 @@ class Distiller(nn.Module):
             "methods, which synthesise their inputs, train with train_data=None)."
         )
 
+    @property
+    def is_data_free(self) -> bool:
+        """True for methods that synthesise their inputs (they override synthesize_batch)."""
+        return type(self).synthesize_batch is not Distiller.synthesize_batch
+
     def eval_networks(self) -> dict[str, Callable[[Any], Any]]:
         """The networks to score after each epoch, by name; the first is the run's score.
 

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from ..data import ArrayDataset, BatchLoader
 from ..errors import KDTutorError
+from ..features import evaluating
 from ..tasks import Task, get_task, move_to
 from .config import resolve_device
 
@@ -54,17 +55,13 @@ def evaluate_networks(
     device = torch.device(device) if device is not None else _default_device(model)
     networks = _networks(model)
     metrics = {name: task.metrics() for name in networks}
-    was_training = model.training
-    model.eval()
     seen = 0
-    try:
+    with evaluating(model):
         for batch in test_batches(data, batch_size, task):
             x = move_to(batch.x, device)
             for name, network in networks.items():
                 task.update(metrics[name], network(x), batch.y)
             seen += 1
-    finally:
-        model.train(was_training)
     if not seen:
         raise KDTutorError(
             "cannot evaluate on an empty dataset split: check the dataset name, split and size."
@@ -91,15 +88,11 @@ def predict_logits(
     if device is None:
         device = _default_device(model)
     predict = getattr(model, "predict", model)
-    was_training = model.training
-    model.eval()
     logits, labels = [], []
-    try:
+    with evaluating(model):
         for batch in BatchLoader(dataset, batch_size):
             logits.append(predict(batch.x.to(device)).float().cpu())
             labels.append(batch.y)
-    finally:
-        model.train(was_training)
     if not logits:
         raise KDTutorError(
             "cannot predict on an empty dataset split: check the dataset name, split and size."

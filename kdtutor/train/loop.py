@@ -17,7 +17,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -88,18 +88,29 @@ def _as_distiller(model: Distiller | nn.Module) -> Distiller:
 
 
 def _check_data(what: str, data: Any) -> None:
-    if isinstance(data, (ArrayDataset, DataLoader)):
-        pass
-    elif not (isinstance(data, Dataset) or hasattr(data, "__getitem__")) or not hasattr(
-        data, "__len__"
-    ):
+    if isinstance(data, str):
+        raise KDTutorError(
+            f"fit's {what} is the string {data!r}, not a dataset: load it first, e.g. "
+            f"kdtutor.data.load_dataset({data!r}, 'train')."
+        )
+    if isinstance(data, DataLoader):
+        return
+    if not isinstance(data, (ArrayDataset, Dataset, Sequence)) or not hasattr(data, "__len__"):
         raise KDTutorError(
             f"fit's {what} must be a kdtutor ArrayDataset (load_dataset(...)), a map-style "
             f"torch.utils.data.Dataset or a DataLoader, got {type(data).__name__}."
         )
-    if not isinstance(data, DataLoader) and len(data) == 0:
+    if len(data) == 0:
         split = "training" if what == "train_data" else "test"
         raise KDTutorError(f"the {split} split is empty: check the dataset name, split and size.")
+    if not isinstance(data, ArrayDataset):
+        sample = data[0]
+        if not isinstance(sample, (tuple, list)) or len(sample) != 2:
+            raise KDTutorError(
+                f"each sample of fit's {what} must be an (input, target) pair, but sample 0 is "
+                f"{type(sample).__name__}: wrap the data in a Dataset whose __getitem__ returns "
+                "(input, target)."
+            )
 
 
 def _resolve_task(cfg: TrainConfig, train_data: Any, test_data: Any) -> Task:
@@ -132,6 +143,8 @@ def _train_loader(
     """Batches for training: the fast BatchLoader over an ArrayDataset, a seeded loader over
     any map-style Dataset, a user's DataLoader, or a data-free distiller's own batches."""
     if train_data is None:
+        if not distiller.is_data_free:
+            distiller.synthesize_batch(cfg.batch_size)  # raises: the method needs data
         if cfg.steps_per_epoch is None:
             raise ConfigError(
                 f"fit() got no training data: a data-free distiller ({distiller.name!r}) "
