@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: venv browser test lint book book-times book-student clean
+.PHONY: venv browser test test-fast lint book book-times book-student clean
 
 ## venv: create .venv with the pinned dependencies (idempotent; redone when pyproject.toml changes)
 venv: $(STAMP)
@@ -25,6 +25,12 @@ browser:
 ## test: lint, then every test (pytest's "no tests ran" counts as a failure)
 test: venv lint browser
 	$(PY) -m pytest -q; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest ran no test: failing"; exit 1; fi; exit $$rc
+
+## test-fast: the edit loop: the unit and methods tiers without slow tests, no lint, no notebooks,
+##   no book (about 1 minute on 2 busy cores; tiers and slow tests: tests/conftest.py)
+test-fast: venv
+	$(PY) -m pytest -q -m "(unit or methods) and not slow"; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest ran no test: failing"; exit 1; fi; exit $$rc
 
 lint: venv

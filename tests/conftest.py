@@ -1,10 +1,32 @@
-"""Test-wide guards: no network access at run time, a quiet non-interactive environment."""
+"""Test-wide guards (no network access at run time, a quiet non-interactive environment), the
+test tiers and the shared fixtures ``tiny_data`` and ``tiny_pair``.
 
+Tiers are markers given per file by :data:`TIERS` (a file not listed is ``unit``), so that
+the test files need not say it; ``make test-fast`` runs ``unit`` and ``methods`` without
+``slow``, ``make test`` everything:
+
+- ``unit``: the package's parts (data, models, trainer, cache, CLI, zoo, bench, io), fast;
+- ``methods``: the distillation methods, their experiments and coursework checkers;
+- ``notebooks``: executes notebooks (papermill and nbval at smoke scale, the uses recorder);
+- ``book``: the HTML build, the browser check, the book's generated pages and tables.
+
+``slow`` (trains or runs subprocesses for more than a few seconds on 2 cores) is given by
+:data:`SLOW` to tests whose files do not mark it themselves.
+"""
+
+from __future__ import annotations
+
+import fnmatch
 import ipaddress
 import os
 import socket
+from typing import TYPE_CHECKING, NamedTuple
 
 import pytest
+import torch
+
+if TYPE_CHECKING:
+    from kdtutor.data import ArrayDataset
 
 os.environ.setdefault("KDTUTOR_SCALE", "smoke")
 os.environ.setdefault("MPLBACKEND", "Agg")
@@ -38,3 +60,81 @@ def _no_network():
     socket.socket.connect = _guarded_connect
     yield
     socket.socket.connect = _real_connect
+
+
+TIERS: dict[str, str] = {
+    "test_notebooks.py": "notebooks",
+    "test_staleness.py": "notebooks",
+    "test_book.py": "book",
+    "test_book_times.py": "book",
+    "test_performance_page.py": "book",
+    "test_methods.py": "methods",
+    "test_kd_loss.py": "methods",
+    "test_response_methods.py": "methods",
+    "test_relation_methods.py": "methods",
+    "test_feature_methods_*.py": "methods",
+    "test_resume_methods.py": "methods",
+    "test_connectors.py": "methods",
+    "test_experiments_*.py": "methods",
+    "test_hinton.py": "methods",
+    "test_coursework_*.py": "methods",
+}
+"""Test file name (a glob) -> tier; any other file is ``unit``."""
+
+SLOW: tuple[str, ...] = (
+    "test_kill_resume.py::test_sigkill_*",  # trains in a subprocess killed 8 times: 33 s
+    "test_distributed.py::*",  # torchrun with 2 gloo processes: 7-19 s each
+    "test_engine.py::test_a_generator_fed_data_free_run_ends_above_chance",  # 30 s
+)
+"""Node ids (globs, relative to ``tests/``) of tests marked ``slow`` here (measured on 2 busy
+cores); ``make test`` runs them, ``make test-fast`` does not."""
+
+
+def tier_of(filename: str) -> str:
+    """The tier of a test file, by its name (see :data:`TIERS`)."""
+    return next((t for pattern, t in TIERS.items() if fnmatch.fnmatch(filename, pattern)), "unit")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Give every test its file's tier marker, and ``slow`` to those listed in :data:`SLOW`."""
+    for item in items:
+        item.add_marker(tier_of(item.path.name))
+        node = item.nodeid.removeprefix("tests/")
+        if any(fnmatch.fnmatch(node, pattern) for pattern in SLOW):
+            item.add_marker("slow")
+
+
+class TinyData(NamedTuple):
+    """A small train/test pair of ``shapes`` (3x32x32, 10 balanced classes)."""
+
+    train: ArrayDataset
+    test: ArrayDataset
+
+
+class TinyPair(NamedTuple):
+    """A small teacher and student for ``shapes``-sized inputs."""
+
+    teacher: torch.nn.Module
+    student: torch.nn.Module
+
+
+@pytest.fixture(scope="session")
+def tiny_data() -> TinyData:
+    """200 training and 100 test images of ``shapes`` (20 and 10 per class), generated without
+    the disk cache; shared by the session, so treat them as read-only (as ``load_dataset`` asks)."""
+    from kdtutor.data import load_dataset
+
+    return TinyData(
+        load_dataset("shapes", "train", size=200, cache=False),
+        load_dataset("shapes", "test", size=100, cache=False),
+    )
+
+
+@pytest.fixture
+def tiny_pair() -> TinyPair:
+    """A fresh ``cnn_medium`` teacher and ``cnn_tiny`` student (10 classes, 3 channels), built
+    after seeding torch with 0 so that each test gets the same weights."""
+    from kdtutor.models import build_model
+
+    torch.manual_seed(0)
+    return TinyPair(build_model("cnn_medium"), build_model("cnn_tiny"))

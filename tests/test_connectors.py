@@ -118,15 +118,15 @@ def test_student_and_teacher_with_different_inputs_is_a_clear_error():
         build_distiller("fitnet", student, build_model("cnn_medium"), input_shape=(1, 28, 28))
 
 
-def test_distiller_built_for_other_inputs_refuses_data():
-    distiller = build_distiller("fitnet", build_model("cnn_tiny"), build_model("cnn_medium"))
+def test_distiller_built_for_other_inputs_refuses_data(tiny_pair):
+    distiller = build_distiller("fitnet", tiny_pair.student, tiny_pair.teacher)
     digits = load_dataset("mnist5k", "train", size=64)
     with pytest.raises(ShapeMismatchError, match=r"input_shape=\(1, 28, 28\)"):
         fit(distiller, digits, epochs=1)
 
 
-def test_explicit_paths_must_pair_and_exist():
-    student, teacher = build_model("cnn_tiny"), build_model("cnn_medium")
+def test_explicit_paths_must_pair_and_exist(tiny_pair):
+    teacher, student = tiny_pair
     with pytest.raises(KDTutorError, match="pair up"):
         build_distiller("fitnet", student, teacher, student_paths=("stages.0",))
     with pytest.raises(KDTutorError, match=r"stages\.9"):
@@ -172,16 +172,10 @@ def test_fitnet_is_zero_when_regressed_student_equals_teacher():
     assert losses["hint"].item() == pytest.approx(0.0, abs=1e-10)
 
 
-def test_fitnet_two_stages_run_through_the_trainer():
-    train = load_dataset("shapes", "train", size=128)
+def test_fitnet_two_stages_run_through_the_trainer(tiny_data, tiny_pair):
     distiller = build_distiller(
-        "fitnet",
-        build_model("cnn_tiny"),
-        build_model("cnn_medium"),
-        init_epochs=1,
-        ce_weight=0.1,
-        kd_weight=0.9,
+        "fitnet", tiny_pair.student, tiny_pair.teacher, init_epochs=1, ce_weight=0.1, kd_weight=0.9
     )
-    result = fit(distiller, train, epochs=2, batch_size=64)
+    result = fit(distiller, tiny_data.train, epochs=2, batch_size=64)
     assert set(result.history[0]["losses"]) == {"hint"}
     assert set(result.history[1]["losses"]) == {"ce", "kd"}

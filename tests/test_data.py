@@ -93,9 +93,8 @@ def test_make_shapes_knobs():
     assert ShapesConfig(overlap=0.0).key() != cfg.key()
 
 
-def test_shapes_dataset_balance_and_normalisation():
-    train = shapes_dataset("train", size=200, cache=False)
-    test = shapes_dataset("test", size=100, cache=False)
+def test_shapes_dataset_balance_and_normalisation(tiny_data):
+    train, test = tiny_data  # shapes_dataset through load_dataset, 200 and 100 images
     assert train.class_counts() == [20] * 10 and test.class_counts() == [10] * 10
     assert train.classes == shapes.CLASSES and train.num_classes == 10
     assert (train.in_channels, train.image_size) == (3, 32)
