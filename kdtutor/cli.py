@@ -36,6 +36,7 @@ EXAMPLES = {
     "bench": """examples:
   kdtutor bench --speed --preset book        # hand-written loop vs kdtutor vs cache vs scratch
   kdtutor bench --suite views --preset book  # accuracy cost of caching K augmented views
+  kdtutor bench --levers --preset book       # channels-last, bf16, compile, threads on CPU
   kdtutor bench --suite knowledge --preset smoke
   kdtutor bench --suite knowledge --preset book --jobs 2
   kdtutor bench --suite knowledge --preset book --methods scratch,kd,crd --seeds 0
@@ -326,6 +327,8 @@ def cmd_cache(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     if args.speed:
         return _bench_speed(args)
+    if args.levers:
+        return _bench_levers(args)
     if args.suite == "views":
         return _bench_views(args)
     return _bench_knowledge(args)
@@ -339,6 +342,20 @@ def _bench_speed(args: argparse.Namespace) -> int:
         args.preset, device=args.device, out=out, command="kdtutor " + " ".join(sys.argv[1:])
     )
     print(format_speed_table(result))
+    print(f"wrote {out}")
+    return 0
+
+
+def _bench_levers(args: argparse.Namespace) -> int:
+    from .bench.levers import default_levers_path, format_levers_table, run_levers
+
+    if args.preset not in ("smoke", "book"):
+        raise KDTutorError(f"--levers takes --preset smoke or book, not {args.preset!r}.")
+    out = args.out or default_levers_path(args.preset)
+    result = run_levers(
+        args.preset, out=out, log=print, command="kdtutor " + " ".join(sys.argv[1:])
+    )
+    print(format_levers_table(result))
     print(f"wrote {out}")
     return 0
 
@@ -540,6 +557,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--speed",
         action="store_true",
         help="time a hand-written PyTorch KD loop, kdtutor, kdtutor with its cache and scratch",
+    )
+    what.add_argument(
+        "--levers",
+        action="store_true",
+        help="CPU speed levers (channels-last, bf16 autocast, torch.compile, threads): step "
+        "times and KD runs with accuracy",
     )
     p.add_argument(
         "--preset",

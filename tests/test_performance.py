@@ -305,7 +305,13 @@ def test_runtime_defaults_are_off_on_cpu_and_on_with_cuda(monkeypatch):
         False,
         None,
     )
-    assert not resolve_runtime(TrainConfig(amp=True), torch.device("cpu")).amp
+    from kdtutor.train.config import cpu_bf16_supported
+
+    cpu_amp = resolve_runtime(TrainConfig(amp=True), torch.device("cpu"))
+    assert cpu_amp.amp == cpu_bf16_supported() and cpu_amp.amp_dtype == torch.bfloat16
+    assert not cpu_amp.grad_scaler
+    fp16 = TrainConfig(amp=True, amp_dtype="float16")
+    assert not resolve_runtime(fp16, torch.device("cpu")).amp  # float16 autocast: GPUs only
     import kdtutor.train.config as train_module
 
     monkeypatch.setattr(train_module, "_bf16_supported", lambda device: True)

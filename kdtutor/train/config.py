@@ -148,12 +148,21 @@ class Runtime:
 
 
 def resolve_runtime(cfg: TrainConfig, device: torch.device) -> Runtime:
-    """Resolve the GPU options of ``cfg`` for ``device`` (defaults on CUDA, all off on CPU)."""
+    """Resolve the speed options of ``cfg`` for ``device``.
+
+    On CUDA, autocast, channels-last, loader threads and pinned memory are on by default.
+    On CPU they are off by default; ``amp=True`` (with ``amp_dtype="bfloat16"``) there runs
+    bfloat16 autocast where the CPU has bfloat16 units (AVX512-BF16 or AMX) and stays in
+    float32 where it has none; float16 autocast is for GPUs and changes nothing on CPU.
+    """
     cuda = device.type == "cuda"
-    amp = cuda and (cfg.amp is None or cfg.amp)
     amp_dtype = torch.bfloat16 if cfg.amp_dtype == "bfloat16" else torch.float16
-    if amp and amp_dtype == torch.bfloat16 and not _bf16_supported(device):
-        amp_dtype = torch.float16  # pre-Ampere GPUs: float16 with a gradient scaler
+    if cuda:
+        amp = cfg.amp is None or cfg.amp
+        if amp and amp_dtype == torch.bfloat16 and not _bf16_supported(device):
+            amp_dtype = torch.float16  # pre-Ampere GPUs: float16 with a gradient scaler
+    else:
+        amp = bool(cfg.amp) and amp_dtype == torch.bfloat16 and cpu_bf16_supported()
     backend: str | None = None
     if cfg.compile:
         backend = "inductor" if cfg.compile is True else str(cfg.compile)
@@ -166,6 +175,14 @@ def resolve_runtime(cfg: TrainConfig, device: torch.device) -> Runtime:
         pin_memory=cuda if cfg.pin_memory is None else bool(cfg.pin_memory) and cuda,
         compile_backend=backend,
     )
+
+
+def cpu_bf16_supported() -> bool:
+    """Whether this CPU computes bfloat16 matrix products natively (AVX512-BF16 or AMX)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def _bf16_supported(device: torch.device) -> bool:
