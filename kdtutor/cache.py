@@ -41,6 +41,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .config import ConfigError
 from .data.diskcache import cache_dir
 from .data.transforms import FixedViews
 from .errors import KDTutorError
@@ -96,14 +97,14 @@ class CacheOptions:
 
     def __post_init__(self) -> None:
         if self.mode not in (True, False, "auto"):
-            raise KDTutorError(f"cache must be True, False or 'auto', got {self.mode!r}.")
+            raise ConfigError(f"cache must be True, False or 'auto', got {self.mode!r}.")
         if self.location not in ("memory", "disk"):
-            raise KDTutorError(
+            raise ConfigError(
                 f"cache_location must be 'memory' or 'disk', got {self.location!r}: 'disk' keeps "
                 "teacher outputs in memory-mapped files under $KDTUTOR_CACHE."
             )
         if self.dtype not in _DTYPES:
-            raise KDTutorError(
+            raise ConfigError(
                 f"cache_dtype must be 'float32' or 'float16', got {self.dtype!r}: float16 halves "
                 "the memory or disk a cache takes."
             )

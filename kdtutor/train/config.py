@@ -9,6 +9,7 @@ from typing import Literal
 
 import torch
 
+from ..cache import CacheOptions
 from ..config import ConfigError, non_negative, positive
 
 
@@ -87,8 +88,7 @@ class TrainConfig:
             non_negative("workers", self.workers, "train")
         if self.steps_per_epoch is not None:
             positive("steps_per_epoch", self.steps_per_epoch, "train")
-        _choice("cache_location", self.cache_location, ("memory", "disk"))
-        _choice("cache_dtype", self.cache_dtype, ("float32", "float16"))
+        self.cache_options()
         _choice("amp_dtype", self.amp_dtype, ("bfloat16", "float16"))
         _choice("optimizer", self.optimizer, ("sgd", "adam", "adamw"))
         _choice("schedule", self.schedule, ("cosine", "step", "constant"))
@@ -96,6 +96,11 @@ class TrainConfig:
             raise ConfigError(
                 f"train.milestones must lie in 1..epochs-1 (epochs={self.epochs}), got {self.milestones}."
             )
+
+
+    def cache_options(self) -> CacheOptions:
+        """The teacher-output cache settings, validated (in one place: :class:`CacheOptions`)."""
+        return CacheOptions(mode=self.cache, location=self.cache_location, dtype=self.cache_dtype)
 
 
 def _choice(name: str, value: object, choices: tuple[str, ...]) -> None:

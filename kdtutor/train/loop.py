@@ -310,12 +310,7 @@ def fit(
     if test_data is not None:
         _check_data("test_data", test_data)
     task = _resolve_task(cfg, train_data, test_data)
-    cache_options = CacheOptions(
-        mode=cfg.cache,
-        location=cfg.cache_location,
-        dtype=cfg.cache_dtype,
-        views=None,
-    )
+    cache_options = cfg.cache_options()
     ctx = distributed.setup(torch.device(cfg.device).type if cfg.device else None)
     device = resolve_device(cfg.device, ctx.local_rank if ctx.enabled else None)
     rt = resolve_runtime(cfg, device)
