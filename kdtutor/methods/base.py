@@ -50,7 +50,9 @@ class Distiller(nn.Module):
     hparams_cls: ClassVar[type[HParams]] = HParams
     requires_teacher: ClassVar[bool] = True
     supports_ddp: ClassVar[bool] = True
-    """False for methods with per-sample state that DDP would not synchronise (CRD's banks)."""
+    """False for methods with state DistributedDataParallel would not synchronise: per-sample
+    memory banks (CRD), or networks a custom ``train_step`` runs outside ``steps.forward``
+    (a discriminator, a generator), whose gradients DDP never sees."""
     family: ClassVar[str] = ""
     """The survey's kind of knowledge or scheme: "response", "feature", "relation" (later
     "online", "self", ...); "baseline" for the student alone."""
