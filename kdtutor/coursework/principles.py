@@ -26,14 +26,13 @@ combinations of these) and names the one that reproduces the learner's numbers.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from .messages import report_failure, scalar_loss_problem, within, wrap_message
+from .engine import LossCheck, mistakes_from, run_check
 
 __all__ = ["KDLossCheckError", "check_kd_loss", "reference_kd_loss"]
 
@@ -54,11 +53,17 @@ class _Case:
     T: float
     student_scale: float
     teacher_scale: float
-    extreme: bool = False
+    hard: bool = False  # extreme logits
 
     def describe(self) -> str:
-        kind = "extreme logits, " if self.extreme else ""
+        kind = "extreme logits, " if self.hard else ""
         return f"({kind}batch {self.batch}, {self.classes} classes, T={self.T:g})"
+
+    def inputs(self, index: int) -> tuple[Tensor, Tensor, float]:
+        gen = torch.Generator().manual_seed(1000 + index)
+        zs = torch.randn(self.batch, self.classes, generator=gen, dtype=torch.float64)
+        zt = torch.randn(self.batch, self.classes, generator=gen, dtype=torch.float64)
+        return zs * self.student_scale, zt * self.teacher_scale, self.T
 
 
 _CASES: tuple[_Case, ...] = (
@@ -70,16 +75,9 @@ _CASES: tuple[_Case, ...] = (
     _Case(8, 100, 10.0, 2.0, 6.0),
     _Case(4, 3, 1.0, 1.0, 1.0),
     # extreme logits: naive log(softmax(...)) underflows to log(0) = -inf here
-    _Case(16, 10, 1.0, 100.0, 100.0, extreme=True),
-    _Case(8, 10, 2.0, 1.0, 300.0, extreme=True),
+    _Case(16, 10, 1.0, 100.0, 100.0, hard=True),
+    _Case(8, 10, 2.0, 1.0, 300.0, hard=True),
 )
-
-
-def _make_inputs(case: _Case, index: int) -> tuple[Tensor, Tensor]:
-    gen = torch.Generator().manual_seed(1000 + index)
-    zs = torch.randn(case.batch, case.classes, generator=gen, dtype=torch.float64)
-    zt = torch.randn(case.batch, case.classes, generator=gen, dtype=torch.float64)
-    return zs * case.student_scale, zt * case.teacher_scale
 
 
 def _log_softmax(z: Tensor) -> Tensor:
@@ -105,12 +103,6 @@ def _reference_grad(zs: Tensor, zt: Tensor, T: float) -> Tensor:
 # ----------------------------------------------------------------------------------------------
 # the classic mistakes, as variants of the reference
 # ----------------------------------------------------------------------------------------------
-_FACTORS = ("T2", "1", "T")
-_REDUCTIONS = ("batchmean", "mean", "sum")
-_DIRECTIONS = ("teacher||student", "student||teacher")
-_TEMPERATURES = ("both", "none", "teacher only", "student only")
-_KINDS = ("kl", "cross-entropy", "probabilities into kl_div")
-
 _HINTS = {
     ("factor", "1"): (
         "the T² factor is missing: multiply the KL by T**2. The gradient of the softened KL "
@@ -159,19 +151,14 @@ _HINTS = {
 
 @dataclass(frozen=True)
 class _Variant:
-    factor: str = "T2"
-    reduction: str = "batchmean"
+    """One way of computing the loss; the defaults are the correct way."""
+
+    # in the order the hints list the errors
+    kind: str = "kl"
     direction: str = "teacher||student"
     temperature: str = "both"
-    kind: str = "kl"
-
-    def bugs(self) -> list[tuple[str, str]]:
-        correct = _Variant()
-        return [
-            (field, getattr(self, field))
-            for field in ("kind", "direction", "temperature", "reduction", "factor")
-            if getattr(self, field) != getattr(correct, field)
-        ]
+    reduction: str = "batchmean"
+    factor: str = "T2"
 
     def value(self, zs: Tensor, zt: Tensor, T: float) -> Tensor:
         ts = T if self.temperature in ("both", "student only") else 1.0
@@ -195,45 +182,54 @@ class _Variant:
         return factor * total / divisor
 
 
-_VARIANTS: list[_Variant] = sorted(
-    (
-        _Variant(f, r, d, t, k)
-        for f, r, d, t, k in itertools.product(
-            _FACTORS, _REDUCTIONS, _DIRECTIONS, _TEMPERATURES, _KINDS
-        )
-    ),
-    key=lambda v: len(v.bugs()),
-)
-
-
 # ----------------------------------------------------------------------------------------------
 # the check
 # ----------------------------------------------------------------------------------------------
-def _fail(message: str, raise_on_failure: bool) -> bool:
-    return report_failure("check_kd_loss", message, KDLossCheckError, raise_on_failure)
-
-
-def _close(got: float, expected: float) -> bool:
-    return within(got, expected, atol=ATOL, rtol=RTOL)
-
-
-def _call(fn: KDLossFn, zs: Tensor, zt: Tensor, T: float) -> Tensor:
-    return fn(zs, zt, T)
-
-
-def _diagnose(got: list[float], cases: list[tuple[_Case, Tensor, Tensor]]) -> str | None:
-    """Name the simplest variant reproducing every value, or ``None``."""
-    for variant in _VARIANTS[1:]:
-        if all(
-            _close(g, float(variant.value(zs, zt, case.T)))
-            for g, (case, zs, zt) in zip(got, cases, strict=True)
-        ):
-            hints = [_HINTS[bug] for bug in variant.bugs()]
-            if len(hints) == 1:
-                return f"your loss reproduces a classic mistake: {hints[0]}"
-            listed = "\n".join(f"  {n}. {h}" for n, h in enumerate(hints, 1))
-            return f"your loss reproduces {len(hints)} classic mistakes at once:\n{listed}"
-    return None
+_CHECK = LossCheck(
+    name="check_kd_loss",
+    error=KDLossCheckError,
+    call="fn(student_logits, teacher_logits, T)",
+    cases=_CASES,
+    reference=reference_kd_loss,
+    reference_grad=_reference_grad,
+    rtol=RTOL,
+    atol=ATOL,
+    mistakes=mistakes_from(
+        _Variant(),
+        _HINTS,
+        factor=("T2", "1", "T"),
+        reduction=("batchmean", "mean", "sum"),
+        direction=("teacher||student", "student||teacher"),
+        temperature=("both", "none", "teacher only", "student only"),
+        kind=("kl", "cross-entropy", "probabilities into kl_div"),
+    ),
+    mistake_kind="classic",
+    loss="the KD loss",
+    in_place=(
+        "your function changed its input tensors in place (e.g. `zs /= T`); compute new tensors "
+        "instead (`zs / T`)."
+    ),
+    per_sample_hint=(
+        " It looks like one value per sample (reduction='none'): average over the batch."
+    ),
+    unmatched=(
+        "the values match none of the classic mistakes. Check each step: divide both logits by "
+        "T, take log_softmax of the student and softmax of the teacher, sum "
+        "p_t * (log p_t - log p_s) over classes, average over the batch, multiply by T**2."
+    ),
+    ordinary="logits",
+    hard_hint=(
+        "The computation is numerically unstable: log(softmax(z)) underflows to log(0) = -inf "
+        "when logits differ by more than about 100. Use F.log_softmax (and F.kl_div, which "
+        "treats 0 * log 0 as 0) instead of taking the log of a softmax."
+    ),
+    student="the student's logits",
+    gradient_cases=range(1, 4),
+    success=(
+        f"your KD loss matches the reference on {len(_CASES)} cases (batch 1 to 64, 3 to 100 "
+        "classes, T from 1 to 20, extreme logits included), and so does its gradient."
+    ),
+)
 
 
 def check_kd_loss(fn: KDLossFn, *, raise_on_failure: bool = True, verbose: bool = True) -> bool:
@@ -260,96 +256,4 @@ def check_kd_loss(fn: KDLossFn, *, raise_on_failure: bool = True, verbose: bool 
         KDLossCheckError: The loss is wrong (the message says how), unless
             ``raise_on_failure=False``.
     """
-    cases = [(case, *_make_inputs(case, i)) for i, case in enumerate(_CASES)]
-    got: list[float] = []
-    for case, zs, zt in cases:
-        zs32, zt32 = zs.float(), zt.float()
-        zs_in, zt_in = zs32.clone(), zt32.clone()
-        try:
-            out = _call(fn, zs_in, zt_in, case.T)
-        except Exception as exc:  # the learner's code may raise anything
-            return _fail(
-                f"calling fn(student_logits, teacher_logits, T) on {case.describe()} raised "
-                f"{type(exc).__name__}: {exc}",
-                raise_on_failure,
-            )
-        if not torch.equal(zs_in, zs32) or not torch.equal(zt_in, zt32):
-            return _fail(
-                "your function changed its input tensors in place (e.g. `zs /= T`); compute "
-                "new tensors instead (`zs / T`).",
-                raise_on_failure,
-            )
-        problem = scalar_loss_problem(
-            out,
-            case.describe(),
-            per_sample=(case.batch,),
-            per_sample_hint=" It looks like one value per sample (reduction='none'): average "
-            "over the batch.",
-        )
-        if problem is not None:
-            return _fail(problem, raise_on_failure)
-        got.append(float(out.detach().double()))
-
-    expected = [float(reference_kd_loss(zs, zt, case.T)) for case, zs, zt in cases]
-    normal = [i for i, (case, _, _) in enumerate(cases) if not case.extreme]
-    wrong_normal = [i for i in normal if not _close(got[i], expected[i])]
-    if wrong_normal:
-        diagnosis = _diagnose([got[i] for i in normal], [cases[i] for i in normal])
-        i = wrong_normal[0]
-        detail = (
-            f"on {cases[i][0].describe()} it returned {got[i]:.6g}, the KD loss is "
-            f"{expected[i]:.6g} (ratio {got[i] / expected[i]:.4g})."
-            if expected[i] != 0
-            else f"on {cases[i][0].describe()} it returned {got[i]:.6g}, expected {expected[i]:.6g}."
-        )
-        if diagnosis is None:
-            diagnosis = (
-                "the values match none of the classic mistakes. Check each step: divide both "
-                "logits by T, take log_softmax of the student and softmax of the teacher, sum "
-                "p_t * (log p_t - log p_s) over classes, average over the batch, multiply by T**2."
-            )
-        return _fail(f"{diagnosis}\n  For example, {detail}", raise_on_failure)
-
-    wrong_extreme = [
-        i for i in range(len(cases)) if i not in normal and not _close(got[i], expected[i])
-    ]
-    if wrong_extreme:
-        i = wrong_extreme[0]
-        return _fail(
-            f"correct on ordinary logits, but on {cases[i][0].describe()} it returned {got[i]:.6g} "
-            f"instead of {expected[i]:.6g}. The computation is numerically unstable: log(softmax(z)) "
-            "underflows to log(0) = -inf when logits differ by more than about 100. Use "
-            "F.log_softmax (and F.kl_div, which treats 0 * log 0 as 0) instead of taking the log "
-            "of a softmax.",
-            raise_on_failure,
-        )
-
-    for case, zs, zt in cases[1:4]:
-        zs_in = zs.float().requires_grad_(True)
-        out = _call(fn, zs_in, zt.float(), case.T)
-        if not out.requires_grad:
-            return _fail(
-                "the loss is not differentiable with respect to the student's logits (no "
-                "gradient flows back): avoid .detach(), .item(), .numpy() and torch.no_grad() on "
-                "the student's side.",
-                raise_on_failure,
-            )
-        (grad,) = torch.autograd.grad(out.sum(), zs_in)
-        ref = _reference_grad(zs, zt, case.T)
-        if not torch.allclose(grad.double(), ref, rtol=1e-3, atol=1e-6):
-            return _fail(
-                f"the values are right but the gradient with respect to the student's logits is "
-                f"not, on {case.describe()} (max error {float((grad.double() - ref).abs().max()):.3g}). "
-                "Do not detach any part of the student's computation.",
-                raise_on_failure,
-            )
-
-    if verbose:
-        print(
-            wrap_message(
-                f"✓ check_kd_loss: your KD loss matches the reference on {len(cases)} cases "
-                "(batch 1 to 64, 3 to 100 classes, T from 1 to 20, extreme logits included), "
-                "and so does its gradient. Well done!"
-            )
-        )
-    return True
+    return run_check(fn, _CHECK, raise_on_failure=raise_on_failure, verbose=verbose)
