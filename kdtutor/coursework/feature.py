@@ -31,7 +31,6 @@ names the one that reproduces the numbers.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -39,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .messages import report_failure, scalar_loss_problem, within, wrap_message
+from .engine import LossCheck, mistakes_from, run_check
 
 __all__ = ["ATLossCheckError", "check_at_loss", "reference_at_loss"]
 
@@ -61,12 +60,12 @@ class _Case:
     teacher: tuple[int, int, int]
     p: float
     relu: bool = True  # post-ReLU features (non-negative), as stage outputs are
-    dead: bool = False  # one sample's student map is all zeros
+    hard: bool = False  # one sample's student map is all zeros (a dead stage)
 
     def describe(self) -> str:
         s, t = self.student, self.teacher
         sign = "" if self.relu else "signed features, "
-        dead = "one all-zero student feature map, " if self.dead else ""
+        dead = "one all-zero student feature map, " if self.hard else ""
         return (
             f"({dead}{sign}batch {self.batch}, student {s[0]}x{s[1]}x{s[2]}, teacher "
             f"{t[0]}x{t[1]}x{t[2]}, p={self.p:g})"
@@ -75,6 +74,16 @@ class _Case:
     @property
     def resized(self) -> bool:
         return self.student[1:] != self.teacher[1:]
+
+    def inputs(self, index: int) -> tuple[Tensor, Tensor, float]:
+        gen = torch.Generator().manual_seed(2000 + index)
+        s = torch.randn(self.batch, *self.student, generator=gen, dtype=torch.float64)
+        t = torch.randn(self.batch, *self.teacher, generator=gen, dtype=torch.float64)
+        if self.relu:
+            s, t = s.clamp_min(0.0), t.clamp_min(0.0)
+        if self.hard:
+            s[0] = 0.0
+        return s, t, self.p
 
 
 _CASES: tuple[_Case, ...] = (
@@ -87,19 +96,8 @@ _CASES: tuple[_Case, ...] = (
     _Case(8, (8, 7, 7), (4, 14, 14), 2.0),  # teacher larger: pool it
     _Case(3, (6, 8, 6), (10, 4, 3), 2.0),  # non-square
     # a dead stage: q / q.norm() is 0 / 0 here, F.normalize gives zeros
-    _Case(4, (8, 6, 6), (16, 6, 6), 2.0, dead=True),
+    _Case(4, (8, 6, 6), (16, 6, 6), 2.0, hard=True),
 )
-
-
-def _make_inputs(case: _Case, index: int) -> tuple[Tensor, Tensor]:
-    gen = torch.Generator().manual_seed(2000 + index)
-    s = torch.randn(case.batch, *case.student, generator=gen, dtype=torch.float64)
-    t = torch.randn(case.batch, *case.teacher, generator=gen, dtype=torch.float64)
-    if case.relu:
-        s, t = s.clamp_min(0.0), t.clamp_min(0.0)
-    if case.dead:
-        s[0] = 0.0
-    return s, t
 
 
 def _block_mean(x: Tensor, size: tuple[int, int]) -> Tensor:
@@ -159,11 +157,6 @@ def reference_at_loss(
 # ----------------------------------------------------------------------------------------------
 # the typical mistakes, as variants of the reference
 # ----------------------------------------------------------------------------------------------
-_NORMS = ("l2", "none", "l1", "batch")
-_ABS = (True, False)
-_REDUCTIONS = ("mean_sq", "norm", "sum_sq", "total_sq", "mean_abs")
-_RESIZES = ("pool features", "pool maps", "upsample")
-
 _HINTS = {
     ("norm", "none"): (
         "the attention maps are not normalised: divide each sample's map Q = sum_c |F_c|^p by "
@@ -178,29 +171,29 @@ _HINTS = {
         "the maps are normalised once over the whole batch; normalise each sample's map on "
         "its own: flatten to (B, H*W) and use F.normalize(q, dim=1)."
     ),
-    ("abs", False): (
+    ("use_abs", False): (
         "F^p is taken without the absolute value: for odd p a negative activation then lowers "
         "the attention. Use feature.abs().pow(p) (pre-activation features can be negative)."
     ),
-    ("mode", "norm"): (
+    ("reduction", "norm"): (
         "you computed the paper's form, the mean over samples of the L2 norm ||Q_s - Q_t||_2; "
         "the code form asked for is the mean over samples and positions of the squared "
         "difference, (q_s - q_t).pow(2).mean()."
     ),
-    ("mode", "mean_sq"): (
+    ("reduction", "mean_sq"): (
         "you computed the code form, the mean of the squared differences; the paper's form "
         "asked for is the mean over samples of the (not squared) L2 norm, "
         "(q_s - q_t).norm(dim=1).mean()."
     ),
-    ("mode", "sum_sq"): (
+    ("reduction", "sum_sq"): (
         "the squared differences are summed over positions (and averaged over samples): take "
         "the mean over positions too, (q_s - q_t).pow(2).mean(); the sum is larger by H*W."
     ),
-    ("mode", "total_sq"): (
+    ("reduction", "total_sq"): (
         "the squared differences are summed over samples and positions: average over both, "
         "(q_s - q_t).pow(2).mean()."
     ),
-    ("mode", "mean_abs"): (
+    ("reduction", "mean_abs"): (
         "you average the absolute differences |q_s - q_t|; attention transfer uses squared "
         "differences (the code form) or their L2 norm (the paper's form)."
     ),
@@ -219,19 +212,13 @@ _HINTS = {
 
 @dataclass(frozen=True)
 class _Variant:
+    """One way of computing the loss; the defaults are the correct way (in the code form)."""
+
+    # in the order the hints list the errors
+    resize: str = "pool features"
     norm: str = "l2"
     use_abs: bool = True
-    reduction: str = "mean_sq"
-    resize: str = "pool features"
-
-    def bugs(self, correct: _Variant) -> list[tuple[str, object]]:
-        found: list[tuple[str, object]] = []
-        for name, key in (("resize", "resize"), ("norm", "norm"), ("abs", "use_abs")):
-            if getattr(self, key) != getattr(correct, key):
-                found.append((name, getattr(self, key)))
-        if self.reduction != correct.reduction:
-            found.append(("mode", self.reduction))
-        return found
+    reduction: str = "mean_sq"  # the code form; "norm" is the paper's
 
     def value(self, s: Tensor, t: Tensor, p: float) -> Tensor:
         if self.resize == "pool features":
@@ -257,41 +244,68 @@ class _Variant:
         return _reduce(qs - qt, self.reduction)
 
 
-def _variants(mode: str) -> tuple[_Variant, list[_Variant]]:
-    correct = _Variant(reduction="mean_sq" if mode == "code" else "norm")
-    every = [
-        _Variant(n, a, r, z)
-        for n, a, r, z in itertools.product(_NORMS, _ABS, _REDUCTIONS, _RESIZES)
-        if _Variant(n, a, r, z) != correct
-    ]
-    return correct, sorted(every, key=lambda v: len(v.bugs(correct)))
-
-
 # ----------------------------------------------------------------------------------------------
 # the check
 # ----------------------------------------------------------------------------------------------
-def _fail(message: str, raise_on_failure: bool) -> bool:
-    return report_failure("check_at_loss", message, ATLossCheckError, raise_on_failure)
+def _check(mode: str) -> LossCheck:
+    code = mode == "code"
+    form = "code form" if code else "paper's form"
+    return LossCheck(
+        name="check_at_loss",
+        error=ATLossCheckError,
+        call="fn(student_feature, teacher_feature, p)",
+        explain_error=_explain_error,
+        cases=_CASES,
+        reference=lambda s, t, p: reference_at_loss(s, t, p, mode),
+        rtol=RTOL,
+        atol=ATOL,
+        mistakes=mistakes_from(
+            _Variant(reduction="mean_sq" if code else "norm"),
+            _HINTS,
+            norm=("l2", "none", "l1", "batch"),
+            use_abs=(True, False),
+            reduction=("mean_sq", "norm", "sum_sq", "total_sq", "mean_abs"),
+            resize=("pool features", "pool maps", "upsample"),
+        ),
+        loss="the AT loss",
+        in_place=(
+            "your function changed its input tensors in place (e.g. `f.pow_(2)` or `f /= n`); "
+            "compute new tensors instead."
+        ),
+        per_sample_hint=" It looks like one value per sample: average over the batch.",
+        unmatched=(
+            "the values match none of the typical mistakes. Check each step: shrink the larger "
+            "feature map to the smaller size (F.adaptive_avg_pool2d), take "
+            "q = f.abs().pow(p).sum(dim=1).flatten(1) for each, normalise each row "
+            "(F.normalize(q, dim=1)), then "
+            + ("(q_s - q_t).pow(2).mean()." if code else "(q_s - q_t).norm(dim=1).mean().")
+        ),
+        ordinary="features",
+        hard_hint=(
+            "A stage whose activations are all zero for an image (a dead ReLU stage) gives a map "
+            "of zeros, and q / q.norm() is then 0 / 0 = nan. Use F.normalize(q, dim=1), which "
+            "divides by max(norm, eps)."
+        ),
+        student="the student's feature",
+        grads_agree=lambda got, ref: torch.allclose(got, ref, rtol=1e-3, atol=1e-7),
+        success=(
+            f"your attention-transfer loss ({form}) matches the reference on {len(_CASES)} cases "
+            "(different channel counts, student or teacher larger, non-square maps, p = 1, 2 and "
+            "3, an all-zero feature map), and so does its gradient."
+        ),
+    )
 
 
-def _close(got: float, expected: float) -> bool:
-    return within(got, expected, atol=ATOL, rtol=RTOL)
+def _explain_error(case: _Case, exc: Exception) -> str:
+    if not case.resized:
+        return f"{exc}."
+    return (
+        f"{exc}. The two feature maps have different spatial sizes here: first shrink the larger "
+        "one to the smaller one's size with F.adaptive_avg_pool2d."
+    )
 
 
-def _diagnose(got: list[float], cases: list[tuple[_Case, Tensor, Tensor]], mode: str) -> str | None:
-    """Name the simplest variant reproducing every value, or ``None``."""
-    correct, variants = _variants(mode)
-    for variant in variants:
-        if all(
-            _close(g, float(variant.value(s, t, case.p)))
-            for g, (case, s, t) in zip(got, cases, strict=True)
-        ):
-            hints = [_HINTS[bug] for bug in variant.bugs(correct)]
-            if len(hints) == 1:
-                return f"your loss reproduces a typical mistake: {hints[0]}"
-            listed = "\n".join(f"  {n}. {h}" for n, h in enumerate(hints, 1))
-            return f"your loss reproduces {len(hints)} typical mistakes at once:\n{listed}"
-    return None
+_CHECKS = {mode: _check(mode) for mode in MODES}
 
 
 def check_at_loss(
@@ -327,109 +341,4 @@ def check_at_loss(
     """
     if mode not in MODES:
         raise ValueError(f"mode must be 'code' or 'paper', got {mode!r}.")
-    cases = [(case, *_make_inputs(case, i)) for i, case in enumerate(_CASES)]
-    got: list[float] = []
-    for case, s, t in cases:
-        s32, t32 = s.float(), t.float()
-        s_in, t_in = s32.clone(), t32.clone()
-        try:
-            out = fn(s_in, t_in, case.p)
-        except Exception as exc:  # the learner's code may raise anything
-            hint = (
-                " The two feature maps have different spatial sizes here: first shrink the "
-                "larger one to the smaller one's size with F.adaptive_avg_pool2d."
-                if case.resized
-                else ""
-            )
-            return _fail(
-                f"calling fn(student_feature, teacher_feature, p) on {case.describe()} raised "
-                f"{type(exc).__name__}: {exc}.{hint}",
-                raise_on_failure,
-            )
-        if not torch.equal(s_in, s32) or not torch.equal(t_in, t32):
-            return _fail(
-                "your function changed its input tensors in place (e.g. `f.pow_(2)` or "
-                "`f /= n`); compute new tensors instead.",
-                raise_on_failure,
-            )
-        problem = scalar_loss_problem(
-            out,
-            case.describe(),
-            per_sample=(case.batch,),
-            per_sample_hint=" It looks like one value per sample: average over the batch.",
-        )
-        if problem is not None:
-            return _fail(problem, raise_on_failure)
-        got.append(float(out.detach().double()))
-
-    expected = [float(reference_at_loss(s, t, case.p, mode)) for case, s, t in cases]
-    normal = [i for i, (case, _, _) in enumerate(cases) if not case.dead]
-    wrong_normal = [i for i in normal if not _close(got[i], expected[i])]
-    if wrong_normal:
-        diagnosis = _diagnose([got[i] for i in normal], [cases[i] for i in normal], mode)
-        i = wrong_normal[0]
-        ratio = f" (ratio {got[i] / expected[i]:.4g})" if expected[i] != 0 else ""
-        detail = (
-            f"on {cases[i][0].describe()} it returned {got[i]:.6g}, the AT loss is "
-            f"{expected[i]:.6g}{ratio}."
-        )
-        if diagnosis is None:
-            diagnosis = (
-                "the values match none of the typical mistakes. Check each step: shrink the "
-                "larger feature map to the smaller size (F.adaptive_avg_pool2d), take "
-                "q = f.abs().pow(p).sum(dim=1).flatten(1) for each, normalise each row "
-                "(F.normalize(q, dim=1)), then "
-                + (
-                    "(q_s - q_t).pow(2).mean()."
-                    if mode == "code"
-                    else "(q_s - q_t).norm(dim=1).mean()."
-                )
-            )
-        return _fail(f"{diagnosis}\n  For example, {detail}", raise_on_failure)
-
-    wrong_dead = [
-        i for i in range(len(cases)) if i not in normal and not _close(got[i], expected[i])
-    ]
-    if wrong_dead:
-        i = wrong_dead[0]
-        return _fail(
-            f"correct on ordinary features, but on {cases[i][0].describe()} it returned "
-            f"{got[i]:.6g} instead of {expected[i]:.6g}. A stage whose activations are all zero "
-            "for an image (a dead ReLU stage) gives a map of zeros, and q / q.norm() is then "
-            "0 / 0 = nan. Use F.normalize(q, dim=1), which divides by max(norm, eps).",
-            raise_on_failure,
-        )
-
-    for case, s, t in cases[:3]:
-        s_in = s.float().requires_grad_(True)
-        out = fn(s_in, t.float(), case.p)
-        if not out.requires_grad:
-            return _fail(
-                "the loss is not differentiable with respect to the student's feature (no "
-                "gradient flows back): avoid .detach(), .item(), .numpy() and torch.no_grad() "
-                "on the student's side.",
-                raise_on_failure,
-            )
-        (grad,) = torch.autograd.grad(out.sum(), s_in)
-        s_ref = s.clone().requires_grad_(True)
-        (ref,) = torch.autograd.grad(reference_at_loss(s_ref, t, case.p, mode), s_ref)
-        if not torch.allclose(grad.double(), ref, rtol=1e-3, atol=1e-7):
-            return _fail(
-                f"the values are right but the gradient with respect to the student's feature "
-                f"is not, on {case.describe()} (max error "
-                f"{float((grad.double() - ref).abs().max()):.3g}). Do not detach any part of the "
-                "student's computation.",
-                raise_on_failure,
-            )
-
-    if verbose:
-        form = "code form" if mode == "code" else "paper's form"
-        print(
-            wrap_message(
-                f"✓ check_at_loss: your attention-transfer loss ({form}) matches the reference "
-                f"on {len(cases)} cases (different channel counts, student or teacher larger, "
-                "non-square maps, p = 1, 2 and 3, an all-zero feature map), and so does its "
-                "gradient. Well done!"
-            )
-        )
-    return True
+    return run_check(fn, _CHECKS[mode], raise_on_failure=raise_on_failure, verbose=verbose)
