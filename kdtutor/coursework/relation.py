@@ -38,14 +38,14 @@ RKD, a sample whose features are all zero for SP).
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from .messages import report_failure, scalar_loss_problem, within, wrap_message
+from .engine import LossCheck, mistakes_from, run_check
 
 __all__ = [
     "RelationCheckError",
@@ -77,6 +77,11 @@ class _Case:
     def batch(self) -> int:
         return self.student_shape[0]
 
+    @property
+    def hard(self) -> bool:
+        """Where a naive implementation divides by zero."""
+        return self.kind in ("duplicate", "zero-row")
+
     def describe(self) -> str:
         extra = {
             "random": "",
@@ -105,193 +110,59 @@ class _Case:
         return s * self.student_scale, t
 
 
-def _close(got: float, expected: float) -> bool:
-    return within(got, expected, atol=ATOL, rtol=RTOL)
-
-
-def _fail(check: str, message: str, raise_on_failure: bool) -> bool:
-    return report_failure(check, message, RelationCheckError, raise_on_failure)
-
-
-def _evaluate(
-    fn: RelationLossFn, case: _Case, s: Tensor, t: Tensor
-) -> tuple[Tensor | None, str | None]:
-    """Call ``fn`` on float32 copies; return ``(output, None)`` or ``(None, what went wrong)``."""
-    s32, t32 = s.float(), t.float()
-    s_in, t_in = s32.clone(), t32.clone()
-    try:
-        out = fn(s_in, t_in)
-    except Exception as exc:  # the learner's code may raise anything
-        hint = ""
-        if len(case.student_shape) > 2:
-            hint = (
-                " These are feature maps (B, C, H, W): flatten each to (B, C*H*W) first, "
-                "e.g. features.flatten(1)."
-            )
-        elif case.student_shape[1] != case.teacher_shape[1]:
-            hint = (
-                " Student and teacher widths differ here: a relation compares samples within "
-                "one network, so compute the student's B x B matrix from the student alone and "
-                "the teacher's from the teacher alone, never student against teacher."
-            )
-        return None, (
-            f"calling fn(student, teacher) on {case.describe()} raised {type(exc).__name__}: "
-            f"{str(exc).splitlines()[0] if str(exc) else ''}.{hint}"
+# ----------------------------------------------------------------------------------------------
+# what the two checks share
+# ----------------------------------------------------------------------------------------------
+def _explain_error(case: _Case, exc: Exception) -> str:
+    hint = ""
+    if len(case.student_shape) > 2:
+        hint = (
+            " These are feature maps (B, C, H, W): flatten each to (B, C*H*W) first, "
+            "e.g. features.flatten(1)."
         )
-    if not torch.equal(s_in, s32) or not torch.equal(t_in, t32):
-        return None, (
-            "your function changed its input tensors in place (e.g. `s /= mean`); compute new "
-            "tensors instead (`s / mean`)."
+    elif case.student_shape[1] != case.teacher_shape[1]:
+        hint = (
+            " Student and teacher widths differ here: a relation compares samples within "
+            "one network, so compute the student's B x B matrix from the student alone and "
+            "the teacher's from the teacher alone, never student against teacher."
         )
-    problem = scalar_loss_problem(out, case.describe(), advice=": average as the definition says.")
-    if problem is not None:
-        return None, problem
-    return out, None
+    return f"{str(exc).splitlines()[0] if str(exc) else ''}.{hint}"
 
 
-def _diagnose(
-    variants: Sequence[object],
-    value: Callable[[object, Tensor, Tensor], Tensor],
-    hints: dict[tuple[str, str], str],
-    got: list[float],
-    inputs: list[tuple[Tensor, Tensor]],
-) -> str | None:
-    """Name the simplest variant reproducing every value, or ``None``."""
-    for variant in variants[1:]:
-        if all(
-            _close(g, float(value(variant, s, t))) for g, (s, t) in zip(got, inputs, strict=True)
-        ):
-            found = [hints[bug] for bug in variant.bugs()]  # type: ignore[attr-defined]
-            if len(found) == 1:
-                return f"your loss reproduces a typical mistake: {found[0]}"
-            listed = "\n".join(f"  {n}. {h}" for n, h in enumerate(found, 1))
-            return f"your loss reproduces {len(found)} typical mistakes at once:\n{listed}"
+def _feature_map_hint(wrong: Sequence[_Case]) -> str | None:
+    if all(len(case.student_shape) > 2 for case in wrong):
+        return (
+            "your loss is right on (B, D) inputs but not on feature maps (B, C, H, W): "
+            "flatten each network's features to (B, C*H*W) first (features.flatten(1))."
+        )
     return None
 
 
-class _Variant:
-    """Base of the mistake variants: a dataclass whose first instance (defaults) is correct."""
-
-    def bugs(self) -> list[tuple[str, str]]:
-        correct = type(self)()
-        return [
-            (f.name, getattr(self, f.name))
-            for f in fields(self)  # type: ignore[arg-type]
-            if getattr(self, f.name) != getattr(correct, f.name)
-        ]
+def _grads_agree(got: Tensor, ref: Tensor) -> bool:
+    return torch.allclose(got, ref, rtol=1e-3, atol=1e-6 * float(ref.abs().max()))
 
 
-def _sorted_variants(cls: type, **options: Sequence[str]) -> list:
-    names = list(options)
-    return sorted(
-        (
-            cls(**dict(zip(names, combo, strict=True)))
-            for combo in itertools.product(*options.values())
+def _relation_check(**specific: Any) -> LossCheck:
+    """A :class:`LossCheck` with what both of this module's checks share."""
+    return LossCheck(
+        error=RelationCheckError,
+        call="fn(student, teacher)",
+        explain_error=_explain_error,
+        rtol=RTOL,
+        atol=ATOL,
+        in_place=(
+            "your function changed its input tensors in place (e.g. `s /= mean`); compute new "
+            "tensors instead (`s / mean`)."
         ),
-        key=lambda v: len(v.bugs()),
+        scalar_advice=": average as the definition says.",
+        ordinary="batches",
+        finite_gradient_on_hard_cases=True,
+        student="the student's features",
+        grads_agree=_grads_agree,
+        no_gradient_note=" (the teacher's side may be detached)",
+        wrong_gradient_note=" (its normaliser included)",
+        **specific,
     )
-
-
-def _check(
-    *,
-    check: str,
-    fn: RelationLossFn,
-    cases: Sequence[_Case],
-    variants: Sequence[object],
-    value: Callable[[object, Tensor, Tensor], Tensor],
-    hints: dict[tuple[str, str], str],
-    accepted: Callable[[_Case, Tensor, Tensor], list[float]],
-    unknown: str,
-    degenerate: dict[str, str],
-    success: str,
-    raise_on_failure: bool,
-    verbose: bool,
-    large_batch_hint: str | None = None,
-) -> bool:
-    inputs = [case.inputs(i) for i, case in enumerate(cases)]
-    got: list[float] = []
-    for case, (s, t) in zip(cases, inputs, strict=True):
-        out, problem = _evaluate(fn, case, s, t)
-        if problem is not None:
-            return _fail(check, problem, raise_on_failure)
-        got.append(float(out.detach().double()))  # type: ignore[union-attr]
-
-    ordinary = [i for i, c in enumerate(cases) if c.kind not in degenerate]
-    wrong = [
-        i for i in ordinary if not any(_close(got[i], e) for e in accepted(cases[i], *inputs[i]))
-    ]
-    if wrong:
-        i = wrong[0]
-        expected = accepted(cases[i], *inputs[i])[0]
-        detail = f"on {cases[i].describe()} it returned {got[i]:.6g}, the loss is {expected:.6g}"
-        detail += f" (ratio {got[i] / expected:.4g})." if expected else "."
-        diagnosis = _diagnose(
-            variants, value, hints, [got[j] for j in ordinary], [inputs[j] for j in ordinary]
-        )
-        if diagnosis is None and large_batch_hint and all(cases[j].batch > 25 for j in wrong):
-            diagnosis = large_batch_hint
-        if diagnosis is None and all(len(cases[j].student_shape) > 2 for j in wrong):
-            diagnosis = (
-                "your loss is right on (B, D) inputs but not on feature maps (B, C, H, W): "
-                "flatten each network's features to (B, C*H*W) first (features.flatten(1))."
-            )
-        return _fail(check, f"{diagnosis or unknown}\n  For example, {detail}", raise_on_failure)
-
-    for i, case in enumerate(cases):
-        if case.kind not in degenerate:
-            continue
-        s, t = inputs[i]
-        s_in = s.float().requires_grad_(True)
-        out = fn(s_in, t.float())
-        finite = bool(torch.isfinite(out.detach()).all())
-        grad_finite = True
-        if finite and out.requires_grad:
-            (grad,) = torch.autograd.grad(out.sum(), s_in)
-            grad_finite = bool(torch.isfinite(grad).all())
-        if not finite or not grad_finite:
-            what = "the loss" if not finite else "the gradient"
-            return _fail(
-                check,
-                f"correct on ordinary batches, but on {case.describe()} {what} is not finite. "
-                + degenerate[case.kind],
-                raise_on_failure,
-            )
-        if not any(_close(got[i], e) for e in accepted(case, s, t)):
-            expected = accepted(case, s, t)[0]
-            return _fail(
-                check,
-                f"correct on ordinary batches, but on {case.describe()} it returned "
-                f"{got[i]:.6g} instead of {expected:.6g}. " + degenerate[case.kind],
-                raise_on_failure,
-            )
-
-    for i in ordinary[:3]:
-        case, (s, t) = cases[i], inputs[i]
-        s_in = s.float().requires_grad_(True)
-        out = fn(s_in, t.float())
-        if not out.requires_grad:
-            return _fail(
-                check,
-                "the loss is not differentiable with respect to the student's features (no "
-                "gradient flows back): avoid .detach(), .item(), .numpy() and torch.no_grad() on "
-                "the student's side (the teacher's side may be detached).",
-                raise_on_failure,
-            )
-        (grad,) = torch.autograd.grad(out.sum(), s_in)
-        s_ref = s.clone().requires_grad_(True)
-        (ref,) = torch.autograd.grad(value(variants[0], s_ref, t), s_ref)
-        if not torch.allclose(grad.double(), ref, rtol=1e-3, atol=1e-6 * float(ref.abs().max())):
-            return _fail(
-                check,
-                "the values are right but the gradient with respect to the student's features "
-                f"is not, on {case.describe()} (max error "
-                f"{float((grad.double() - ref).abs().max()):.3g}). Do not detach any part of the "
-                "student's computation (its normaliser included).",
-                raise_on_failure,
-            )
-    if verbose:
-        print(wrap_message(f"✓ {check}: {success} Well done!"))
-    return True
 
 
 # ----------------------------------------------------------------------------------------------
@@ -311,7 +182,9 @@ def _huber(x: Tensor) -> Tensor:
 
 
 @dataclass(frozen=True)
-class _RKDVariant(_Variant):
+class _RKDVariant:
+    """One way of computing the loss; the defaults are the correct way."""
+
     distance: str = "euclidean"
     normaliser: str = "mean of non-zero"
     criterion: str = "huber"
@@ -340,18 +213,6 @@ class _RKDVariant(_Variant):
             return d / d.max()
         return d
 
-
-def _rkd_value(variant: object, s: Tensor, t: Tensor) -> Tensor:
-    return variant.value(s, t)  # type: ignore[attr-defined]
-
-
-_RKD_VARIANTS = _sorted_variants(
-    _RKDVariant,
-    distance=("euclidean", "squared"),
-    normaliser=("mean of non-zero", "mean over all", "none", "max"),
-    criterion=("huber", "mse", "half mse", "l1"),
-    reduction=("B^2", "pairs", "sum"),
-)
 
 _RKD_HINTS = {
     ("distance", "squared"): (
@@ -420,11 +281,52 @@ def _rkd_off_diagonal_mean(s: Tensor, t: Tensor) -> Tensor:
     return _huber(psi(s) - psi(t)).sum() / (b * b)
 
 
-def _rkd_accepted(case: _Case, s: Tensor, t: Tensor) -> list[float]:
-    values = [float(reference_rkd_distance_loss(s, t))]
-    if case.kind == "duplicate":  # with a zero distance off the diagonal, both means are fine
-        values.append(float(_rkd_off_diagonal_mean(s.double(), t.double())))
-    return values
+def _rkd_unmatched_hint(wrong: Sequence[_Case]) -> str | None:
+    if all(case.batch > 25 for case in wrong):
+        return (
+            "your loss is right on small batches but not on those of more than 25 samples. If "
+            "you use torch.cdist: from 25 rows on it computes the distances through a matrix "
+            "product in float32, and the diagonal is then not exactly zero, so d[d > 0] "
+            "counts B tiny distances in the mean. Pass "
+            "compute_mode='donot_use_mm_for_euclid_dist', or zero the diagonal yourself."
+        )
+    return _feature_map_hint(wrong)
+
+
+_RKD_CHECK = _relation_check(
+    name="check_rkd_distance_loss",
+    cases=_RKD_CASES,
+    reference=reference_rkd_distance_loss,
+    # with a zero distance off the diagonal, the mean over the pairs i != j is fine too
+    also_right=_rkd_off_diagonal_mean,
+    mistakes=mistakes_from(
+        _RKDVariant(),
+        _RKD_HINTS,
+        distance=("euclidean", "squared"),
+        normaliser=("mean of non-zero", "mean over all", "none", "max"),
+        criterion=("huber", "mse", "half mse", "l1"),
+        reduction=("B^2", "pairs", "sum"),
+    ),
+    unmatched_hint=_rkd_unmatched_hint,
+    unmatched=(
+        "the values match none of the typical mistakes. Check each step, for each network "
+        "separately: the B x B Euclidean distances between its samples, divided by their "
+        "mean over the non-zero entries; then the Huber loss (F.smooth_l1_loss) between the "
+        "two matrices, averaged over all B x B entries."
+    ),
+    hard_hint=(
+        "Two samples at distance 0 make sqrt(0) appear, whose derivative is infinite: "
+        "clamp the squared distances before the square root (sq.clamp_min(1e-12).sqrt()) "
+        "and set the diagonal to zero afterwards, or use torch.cdist or "
+        "(x[:, None] - x[None]).norm(dim=2), whose gradients are defined at 0. Do not "
+        "count the zero distances in the mean."
+    ),
+    success=(
+        f"your RKD distance loss matches the reference on {len(_RKD_CASES)} batches (3 to "
+        "64 samples, scaled embeddings, an outlier, two identical samples), and so does its "
+        "gradient."
+    ),
+)
 
 
 def check_rkd_distance_loss(
@@ -451,44 +353,7 @@ def check_rkd_distance_loss(
     Returns:
         ``True`` when every check passes (``False`` on failure if ``raise_on_failure=False``).
     """
-    return _check(
-        check="check_rkd_distance_loss",
-        fn=fn,
-        cases=_RKD_CASES,
-        variants=_RKD_VARIANTS,
-        value=_rkd_value,
-        hints=_RKD_HINTS,
-        accepted=_rkd_accepted,
-        unknown=(
-            "the values match none of the typical mistakes. Check each step, for each network "
-            "separately: the B x B Euclidean distances between its samples, divided by their "
-            "mean over the non-zero entries; then the Huber loss (F.smooth_l1_loss) between the "
-            "two matrices, averaged over all B x B entries."
-        ),
-        degenerate={
-            "duplicate": (
-                "Two samples at distance 0 make sqrt(0) appear, whose derivative is infinite: "
-                "clamp the squared distances before the square root (sq.clamp_min(1e-12).sqrt()) "
-                "and set the diagonal to zero afterwards, or use torch.cdist or "
-                "(x[:, None] - x[None]).norm(dim=2), whose gradients are defined at 0. Do not "
-                "count the zero distances in the mean."
-            )
-        },
-        large_batch_hint=(
-            "your loss is right on small batches but not on those of more than 25 samples. If "
-            "you use torch.cdist: from 25 rows on it computes the distances through a matrix "
-            "product in float32, and the diagonal is then not exactly zero, so d[d > 0] "
-            "counts B tiny distances in the mean. Pass "
-            "compute_mode='donot_use_mm_for_euclid_dist', or zero the diagonal yourself."
-        ),
-        success=(
-            f"your RKD distance loss matches the reference on {len(_RKD_CASES)} batches (3 to "
-            "64 samples, scaled embeddings, an outlier, two identical samples), and so does its "
-            "gradient."
-        ),
-        raise_on_failure=raise_on_failure,
-        verbose=verbose,
-    )
+    return run_check(fn, _RKD_CHECK, raise_on_failure=raise_on_failure, verbose=verbose)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -500,7 +365,9 @@ def _row_normalise(g: Tensor) -> Tensor:
 
 
 @dataclass(frozen=True)
-class _SPVariant(_Variant):
+class _SPVariant:
+    """One way of computing the loss; the defaults are the correct way."""
+
     normalisation: str = "rows of G"
     power: str = "squared"
     reduction: str = "B^2"
@@ -522,17 +389,6 @@ class _SPVariant(_Variant):
         b = s.shape[0]
         return total / {"B^2": b * b, "B": b, "sum": 1}[self.reduction]
 
-
-def _sp_value(variant: object, s: Tensor, t: Tensor) -> Tensor:
-    return variant.value(s, t)  # type: ignore[attr-defined]
-
-
-_SP_VARIANTS = _sorted_variants(
-    _SPVariant,
-    normalisation=("rows of G", "none", "cosine", "whole G"),
-    power=("squared", "norm"),
-    reduction=("B^2", "B", "sum"),
-)
 
 _SP_HINTS = {
     ("normalisation", "none"): (
@@ -579,6 +435,40 @@ def reference_sp_loss(student: Tensor, teacher: Tensor) -> Tensor:
     return _SPVariant().value(student.double(), teacher.double())
 
 
+_SP_CHECK = _relation_check(
+    name="check_sp_loss",
+    cases=_SP_CASES,
+    reference=reference_sp_loss,
+    mistakes=mistakes_from(
+        _SPVariant(),
+        _SP_HINTS,
+        normalisation=("rows of G", "none", "cosine", "whole G"),
+        power=("squared", "norm"),
+        reduction=("B^2", "B", "sum"),
+    ),
+    unmatched_hint=_feature_map_hint,
+    unmatched=(
+        "the values match none of the typical mistakes. Check each step, for each network "
+        "separately: flatten the features to (B, D), take G = F @ F.T (B x B), divide each "
+        "row of G by its L2 norm; then sum the squared differences of the two matrices and "
+        "divide by B^2."
+    ),
+    hard_hint=(
+        "A sample whose features are all zero (a dead ReLU does that) has a zero row in "
+        "G, and dividing it by its norm computes 0 / 0. Use F.normalize(G, dim=1), which "
+        "clamps the norm with a small eps, or divide by "
+        "G.norm(dim=1, keepdim=True).clamp_min(1e-12). If you take the square root of a "
+        "sum of squares yourself, clamp the sum before the square root: the derivative "
+        "of sqrt is infinite at 0."
+    ),
+    success=(
+        f"your SP loss matches the reference on {len(_SP_CASES)} batches (1 to 64 samples, "
+        "feature maps and vectors, scaled features, a sample of all-zero features), and so "
+        "does its gradient."
+    ),
+)
+
+
 def check_sp_loss(
     fn: RelationLossFn, *, raise_on_failure: bool = True, verbose: bool = True
 ) -> bool:
@@ -602,35 +492,4 @@ def check_sp_loss(
     Returns:
         ``True`` when every check passes (``False`` on failure if ``raise_on_failure=False``).
     """
-    return _check(
-        check="check_sp_loss",
-        fn=fn,
-        cases=_SP_CASES,
-        variants=_SP_VARIANTS,
-        value=_sp_value,
-        hints=_SP_HINTS,
-        accepted=lambda case, s, t: [float(reference_sp_loss(s, t))],
-        unknown=(
-            "the values match none of the typical mistakes. Check each step, for each network "
-            "separately: flatten the features to (B, D), take G = F @ F.T (B x B), divide each "
-            "row of G by its L2 norm; then sum the squared differences of the two matrices and "
-            "divide by B^2."
-        ),
-        degenerate={
-            "zero-row": (
-                "A sample whose features are all zero (a dead ReLU does that) has a zero row in "
-                "G, and dividing it by its norm computes 0 / 0. Use F.normalize(G, dim=1), which "
-                "clamps the norm with a small eps, or divide by "
-                "G.norm(dim=1, keepdim=True).clamp_min(1e-12). If you take the square root of a "
-                "sum of squares yourself, clamp the sum before the square root: the derivative "
-                "of sqrt is infinite at 0."
-            )
-        },
-        success=(
-            f"your SP loss matches the reference on {len(_SP_CASES)} batches (1 to 64 samples, "
-            "feature maps and vectors, scaled features, a sample of all-zero features), and so "
-            "does its gradient."
-        ),
-        raise_on_failure=raise_on_failure,
-        verbose=verbose,
-    )
+    return run_check(fn, _SP_CHECK, raise_on_failure=raise_on_failure, verbose=verbose)
