@@ -30,14 +30,13 @@ NCKD weighted by :math:`1 - p_{t,y}` as in KD), and names the one that reproduce
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from .messages import report_failure, within, wrap_message
+from .engine import LossCheck, Outcome, find_mistake, mistakes_from, run_check
 
 __all__ = ["DKDLossCheckError", "check_dkd_loss", "reference_dkd_loss"]
 
@@ -59,11 +58,20 @@ class _Case:
     student_scale: float
     teacher_scale: float
     teacher_margin: float = 0.0  # added to the teacher's target logit
-    extreme: bool = False
+    hard: bool = False  # a certain teacher
 
     def describe(self) -> str:
-        kind = "a certain teacher, " if self.extreme else ""
+        kind = "a certain teacher, " if self.hard else ""
         return f"({kind}batch {self.batch}, {self.classes} classes, T={self.T:g})"
+
+    def inputs(self, index: int) -> tuple[Tensor, Tensor, Tensor, float]:
+        gen = torch.Generator().manual_seed(2000 + index)
+        zs = torch.randn(self.batch, self.classes, generator=gen, dtype=torch.float64)
+        zt = torch.randn(self.batch, self.classes, generator=gen, dtype=torch.float64)
+        y = torch.randint(self.classes, (self.batch,), generator=gen)
+        zs, zt = zs * self.student_scale, zt * self.teacher_scale
+        zt[torch.arange(self.batch), y] += self.teacher_margin
+        return zs, zt, y, self.T
 
 
 _CASES: tuple[_Case, ...] = (
@@ -76,19 +84,9 @@ _CASES: tuple[_Case, ...] = (
     _Case(4, 3, 1.0, 1.0, 1.0),
     # the teacher is certain: 1 - p_t,target is exactly 0 in float32, so dividing by it
     # (p / (1 - p_y)) or taking log(1 - p_y) without care gives nan or inf
-    _Case(16, 10, 1.0, 2.0, 2.0, teacher_margin=60.0, extreme=True),
-    _Case(8, 10, 2.0, 1.0, 100.0, teacher_margin=400.0, extreme=True),
+    _Case(16, 10, 1.0, 2.0, 2.0, teacher_margin=60.0, hard=True),
+    _Case(8, 10, 2.0, 1.0, 100.0, teacher_margin=400.0, hard=True),
 )
-
-
-def _make_inputs(case: _Case, index: int) -> tuple[Tensor, Tensor, Tensor]:
-    gen = torch.Generator().manual_seed(2000 + index)
-    zs = torch.randn(case.batch, case.classes, generator=gen, dtype=torch.float64)
-    zt = torch.randn(case.batch, case.classes, generator=gen, dtype=torch.float64)
-    y = torch.randint(case.classes, (case.batch,), generator=gen)
-    zs, zt = zs * case.student_scale, zt * case.teacher_scale
-    zt[torch.arange(case.batch), y] += case.teacher_margin
-    return zs, zt, y
 
 
 # ----------------------------------------------------------------------------------------------
@@ -115,25 +113,12 @@ def _kl_rows(log_p: Tensor, log_q: Tensor, keep: Tensor | None = None) -> Tensor
 class _Variant:
     """One way of computing a term; the default fields are the correct computation."""
 
-    kind: str  # tckd: "binary", "full"; nckd: see _NCKD_KINDS
-    factor: str = "T2"
+    # in the order the hints list the errors
+    kind: str  # TCKD: "binary" (correct), "full"; NCKD: "renormalised" (correct), ...
     direction: str = "teacher||student"
     temperature: str = "both"
     reduction: str = "batchmean"
-
-    def bugs(self, correct_kind: str) -> list[tuple[str, str]]:
-        found = [("kind", self.kind)] if self.kind != correct_kind else []
-        defaults = {
-            "direction": "teacher||student",
-            "temperature": "both",
-            "reduction": "batchmean",
-            "factor": "T2",
-        }
-        return found + [
-            (name, getattr(self, name))
-            for name, default in defaults.items()
-            if getattr(self, name) != default
-        ]
+    factor: str = "T2"
 
     def value(self, zs: Tensor, zt: Tensor, y: Tensor, T: float) -> Tensor:
         tau = T if self.temperature == "both" else 1.0
@@ -179,37 +164,6 @@ def _binary_kl(first: Tensor, second: Tensor, target: Tensor) -> Tensor:
     return _kl_rows(log_b(first), log_b(second))
 
 
-_TCKD_KINDS = ("binary", "full")
-_NCKD_KINDS = (
-    "renormalised",
-    "not renormalised",
-    "full",
-    "zeroed target, all classes",
-    "zeroed target, non-target",
-    "weighted by 1 - p_t,y",
-)
-
-
-def _variants(kinds: Sequence[str]) -> list[_Variant]:
-    every = [
-        _Variant(k, f, d, t, r)
-        for k, f, d, t, r in itertools.product(
-            kinds,
-            ("T2", "1", "T"),
-            ("teacher||student", "student||teacher"),
-            ("both", "none"),
-            ("batchmean", "mean", "sum"),
-        )
-    ]
-    return sorted(every, key=lambda v: len(v.bugs(kinds[0])))
-
-
-_TERMS = {
-    "TCKD": ("binary", _variants(_TCKD_KINDS)),
-    "NCKD": ("renormalised", _variants(_NCKD_KINDS)),
-}
-
-
 def reference_dkd_loss(
     student_logits: Tensor, teacher_logits: Tensor, target: Tensor, T: float
 ) -> tuple[Tensor, Tensor]:
@@ -220,11 +174,12 @@ def reference_dkd_loss(
 
 
 # ----------------------------------------------------------------------------------------------
-# the hints
+# the typical mistakes and their hints
 # ----------------------------------------------------------------------------------------------
-def _hint(term: str, bug: tuple[str, str]) -> str:
+def _hints(term: str) -> dict[tuple[str, str], str]:
+    """What to say about each error in ``term`` ("TCKD" or "NCKD")."""
     count = "2 (the two entries of b)" if term == "TCKD" else "the number of classes K"
-    hints = {
+    return {
         ("factor", "1"): f"{term} lacks the T² factor: multiply it by T**2, as in KD.",
         ("factor", "T"): f"{term} is multiplied by T; the factor is T**2 (T squared).",
         ("direction", "student||teacher"): (
@@ -277,35 +232,33 @@ def _hint(term: str, bug: tuple[str, str]) -> str:
             "it with its own beta instead."
         ),
     }
-    return hints[bug]
 
 
-def _diagnose_term(term: str, got: list[float], cases: list[tuple]) -> str | None:
-    correct_kind, variants = _TERMS[term]
-    for variant in variants[1:]:
-        if all(
-            _close(g, float(variant.value(zs, zt, y, case.T)))
-            for g, (case, zs, zt, y) in zip(got, cases, strict=True)
-        ):
-            hints = [_hint(term, bug) for bug in variant.bugs(correct_kind)]
-            if len(hints) == 1:
-                return hints[0]
-            return f"{term} has {len(hints)} mistakes at once: " + " ".join(
-                f"({n}) {h}" for n, h in enumerate(hints, 1)
-            )
-    return None
-
-
-# ----------------------------------------------------------------------------------------------
-# the check
-# ----------------------------------------------------------------------------------------------
-def _close(got: float, expected: float) -> bool:
-    return within(got, expected, atol=ATOL, rtol=RTOL)
-
-
-def _fail(message: str, raise_on_failure: bool) -> bool:
-    return report_failure("check_dkd_loss", message, DKDLossCheckError, raise_on_failure)
-
+# the errors either term can make, beside its own kinds of computation
+_COMMON_ERRORS = {
+    "factor": ("T2", "1", "T"),
+    "direction": ("teacher||student", "student||teacher"),
+    "temperature": ("both", "none"),
+    "reduction": ("batchmean", "mean", "sum"),
+}
+_MISTAKES = {
+    "TCKD": mistakes_from(
+        _Variant("binary"), _hints("TCKD"), kind=("binary", "full"), **_COMMON_ERRORS
+    ),
+    "NCKD": mistakes_from(
+        _Variant("renormalised"),
+        _hints("NCKD"),
+        kind=(
+            "renormalised",
+            "not renormalised",
+            "full",
+            "zeroed target, all classes",
+            "zeroed target, non-target",
+            "weighted by 1 - p_t,y",
+        ),
+        **_COMMON_ERRORS,
+    ),
+}
 
 _STEPS = {
     "TCKD": (
@@ -319,6 +272,12 @@ _STEPS = {
         "average over the batch, multiply by T**2."
     ),
 }
+
+
+# ----------------------------------------------------------------------------------------------
+# the check: two terms, each diagnosed on its own
+# ----------------------------------------------------------------------------------------------
+_TERMS = ("TCKD", "NCKD")
 
 
 def _unpack(out: object, case: _Case) -> tuple[Tensor, Tensor] | str:
@@ -345,6 +304,97 @@ def _unpack(out: object, case: _Case) -> tuple[Tensor, Tensor] | str:
     return out[0], out[1]
 
 
+def _explain_wrong(check: LossCheck, ordinary: Sequence[Outcome]) -> str:
+    """The terms swapped, or each wrong term's mistake and its worst case."""
+    close = check.close
+    if all(close(o.got[0], o.expected[1]) and close(o.got[1], o.expected[0]) for o in ordinary):
+        return (
+            "the two terms are right but in the wrong order: return (tckd, nckd), the "
+            "target-class term first."
+        )
+    wrong = {
+        term: [o for o in ordinary if not close(o.got[j], o.expected[j])]
+        for j, term in enumerate(_TERMS)
+    }
+    bad_terms = [term for term in _TERMS if wrong[term]]
+    header = {
+        ("TCKD",): "TCKD is wrong (NCKD is right):",
+        ("NCKD",): "NCKD is wrong (TCKD is right):",
+        ("TCKD", "NCKD"): "both terms are wrong:",
+    }[tuple(bad_terms)]
+    messages = [header]
+    for n, term in enumerate(bad_terms, 1):
+        j = _TERMS.index(term)
+        mistake = find_mistake(
+            _MISTAKES[term], [o.got[j] for o in ordinary], [o.inputs for o in ordinary], close
+        )
+        if mistake is None:
+            diagnosis = (
+                f"{term} matches none of the typical mistakes; check each step. " + _STEPS[term]
+            )
+        elif len(mistake.hints) == 1:
+            diagnosis = mistake.hints[0]
+        else:
+            diagnosis = f"{term} has {len(mistake.hints)} mistakes at once: " + " ".join(
+                f"({k}) {h}" for k, h in enumerate(mistake.hints, 1)
+            )
+        worst = max(
+            wrong[term],
+            key=lambda o: abs(o.got[j] - o.expected[j]) / (abs(o.expected[j]) + ATOL),
+        )
+        detail = (
+            f"on {worst.case.describe()} it is {worst.got[j]:.6g}, the reference "
+            f"{worst.expected[j]:.6g}"
+        )
+        messages.append(f"  {n}. {diagnosis} (For example, {detail}.)")
+    return "\n".join(messages)
+
+
+def _explain_hard(check: LossCheck, outcome: Outcome) -> str:
+    values = ", ".join(
+        f"{term} {got:.6g} instead of {expected:.6g}"
+        for term, got, expected in zip(_TERMS, outcome.got, outcome.expected, strict=True)
+        if not check.close(got, expected)
+    )
+    return (
+        f"correct on ordinary {check.ordinary}, but with {outcome.case.describe()} you return "
+        f"{values}. {check.hard_hint}"
+    )
+
+
+_CHECK = LossCheck(
+    name="check_dkd_loss",
+    error=DKDLossCheckError,
+    call="fn(student_logits, teacher_logits, target, T)",
+    cases=_CASES,
+    reference=reference_dkd_loss,
+    rtol=RTOL,
+    atol=ATOL,
+    terms=("tckd", "nckd"),
+    read_output=_unpack,
+    explain_wrong=_explain_wrong,
+    explain_hard=_explain_hard,
+    in_place=(
+        "your function changed its input tensors in place (e.g. `zs /= T` or `z[mask] = ...`); "
+        "compute new tensors instead (`zs / T`, `z.masked_fill(...)`)."
+    ),
+    ordinary="logits",
+    hard_hint=(
+        "When the teacher is certain, 1 - p_target is exactly 0 in float32: dividing by it "
+        "(p / (1 - p_target)) gives 0/0 = nan, and log(1 - p_target) is -inf. Compute NCKD's "
+        "distributions with log_softmax over the non-target logits (target masked to -inf), and "
+        "clamp b before its log (b.clamp_min(1e-12)) or compute log(1 - p_target) from the "
+        "logits."
+    ),
+    student="the student's logits",
+    gradient_cases=range(1, 4),
+    success=(
+        f"your TCKD and NCKD match the reference on {len(_CASES)} cases (batch 1 to 64, 3 to 100 "
+        "classes, T from 1 to 20, a certain teacher included), and so does their gradient."
+    ),
+)
+
+
 def check_dkd_loss(fn: DKDLossFn, *, raise_on_failure: bool = True, verbose: bool = True) -> bool:
     r"""Check a learner's ``fn(student_logits, teacher_logits, target, T) -> (tckd, nckd)``.
 
@@ -365,125 +415,4 @@ def check_dkd_loss(fn: DKDLossFn, *, raise_on_failure: bool = True, verbose: boo
     Returns:
         ``True`` when every check passes (``False`` on failure if ``raise_on_failure=False``).
     """
-    cases = [(case, *_make_inputs(case, i)) for i, case in enumerate(_CASES)]
-    got: list[tuple[float, float]] = []
-    for case, zs, zt, y in cases:
-        zs32, zt32 = zs.float(), zt.float()
-        zs_in, zt_in, y_in = zs32.clone(), zt32.clone(), y.clone()
-        try:
-            out = fn(zs_in, zt_in, y_in, case.T)
-        except Exception as exc:  # the learner's code may raise anything
-            return _fail(
-                f"calling fn(student_logits, teacher_logits, target, T) on {case.describe()} "
-                f"raised {type(exc).__name__}: {exc}",
-                raise_on_failure,
-            )
-        if not (torch.equal(zs_in, zs32) and torch.equal(zt_in, zt32) and torch.equal(y_in, y)):
-            return _fail(
-                "your function changed its input tensors in place (e.g. `zs /= T` or "
-                "`z[mask] = ...`); compute new tensors instead (`zs / T`, `z.masked_fill(...)`).",
-                raise_on_failure,
-            )
-        terms = _unpack(out, case)
-        if isinstance(terms, str):
-            return _fail(terms, raise_on_failure)
-        got.append((float(terms[0].detach().double()), float(terms[1].detach().double())))
-
-    expected = [
-        tuple(float(v) for v in reference_dkd_loss(zs, zt, y, case.T)) for case, zs, zt, y in cases
-    ]
-    normal = [i for i, (case, *_) in enumerate(cases) if not case.extreme]
-    wrong = {
-        term: [i for i in normal if not _close(got[i][j], expected[i][j])]
-        for j, term in enumerate(("TCKD", "NCKD"))
-    }
-    if wrong["TCKD"] or wrong["NCKD"]:
-        swapped = all(
-            _close(got[i][0], expected[i][1]) and _close(got[i][1], expected[i][0]) for i in normal
-        )
-        if swapped:
-            return _fail(
-                "the two terms are right but in the wrong order: return (tckd, nckd), the "
-                "target-class term first.",
-                raise_on_failure,
-            )
-        bad_terms = [term for term in ("TCKD", "NCKD") if wrong[term]]
-        header = {
-            ("TCKD",): "TCKD is wrong (NCKD is right):",
-            ("NCKD",): "NCKD is wrong (TCKD is right):",
-            ("TCKD", "NCKD"): "both terms are wrong:",
-        }[tuple(bad_terms)]
-        messages = [header]
-        for n, term in enumerate(bad_terms, 1):
-            j = ("TCKD", "NCKD").index(term)
-            values = [got[i][j] for i in normal]
-            diagnosis = _diagnose_term(term, values, [cases[i] for i in normal])
-            i = max(
-                wrong[term],
-                key=lambda k: abs(got[k][j] - expected[k][j]) / (abs(expected[k][j]) + ATOL),
-            )
-            detail = (
-                f"on {cases[i][0].describe()} it is {got[i][j]:.6g}, the reference "
-                f"{expected[i][j]:.6g}"
-            )
-            if diagnosis is None:
-                diagnosis = (
-                    f"{term} matches none of the typical mistakes; check each step. " + _STEPS[term]
-                )
-            messages.append(f"  {n}. {diagnosis} (For example, {detail}.)")
-        return _fail("\n".join(messages), raise_on_failure)
-
-    for i in range(len(cases)):
-        if i in normal:
-            continue
-        bad = [
-            term for j, term in enumerate(("TCKD", "NCKD")) if not _close(got[i][j], expected[i][j])
-        ]
-        if bad:
-            values = ", ".join(
-                f"{term} {got[i][j]:.6g} instead of {expected[i][j]:.6g}"
-                for j, term in enumerate(("TCKD", "NCKD"))
-                if term in bad
-            )
-            return _fail(
-                f"correct on ordinary logits, but with {cases[i][0].describe()} you return "
-                f"{values}. When the teacher is certain, 1 - p_target is exactly 0 in float32: "
-                "dividing by it (p / (1 - p_target)) gives 0/0 = nan, and log(1 - p_target) is "
-                "-inf. Compute NCKD's distributions with log_softmax over the non-target logits "
-                "(target masked to -inf), and clamp b before its log (b.clamp_min(1e-12)) or "
-                "compute log(1 - p_target) from the logits.",
-                raise_on_failure,
-            )
-
-    for case, zs, zt, y in cases[1:4]:
-        zs_in = zs.float().requires_grad_(True)
-        tckd, nckd = fn(zs_in, zt.float(), y, case.T)
-        total = tckd + nckd
-        if not total.requires_grad:
-            return _fail(
-                "the terms are not differentiable with respect to the student's logits (no "
-                "gradient flows back): avoid .detach(), .item(), .numpy() and torch.no_grad() on "
-                "the student's side.",
-                raise_on_failure,
-            )
-        (grad,) = torch.autograd.grad(total, zs_in)
-        zs_ref = zs.clone().requires_grad_(True)
-        (ref,) = torch.autograd.grad(sum(reference_dkd_loss(zs_ref, zt, y, case.T)), zs_ref)
-        if not torch.allclose(grad.double(), ref, rtol=1e-3, atol=1e-6):
-            error = float((grad.double() - ref).abs().max())
-            return _fail(
-                f"the values are right but the gradient of tckd + nckd with respect to the "
-                f"student's logits is not, on {case.describe()} (max error {error:.3g}). Do not "
-                "detach any part of the student's computation.",
-                raise_on_failure,
-            )
-
-    if verbose:
-        print(
-            wrap_message(
-                f"✓ check_dkd_loss: your TCKD and NCKD match the reference on {len(cases)} cases "
-                "(batch 1 to 64, 3 to 100 classes, T from 1 to 20, a certain teacher included), "
-                "and so does their gradient. Well done!"
-            )
-        )
-    return True
+    return run_check(fn, _CHECK, raise_on_failure=raise_on_failure, verbose=verbose)
