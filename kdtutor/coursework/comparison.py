@@ -20,6 +20,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 
+from .engine import Mistake, find_mistake
+
 __all__ = ["SpearmanCheckError", "check_spearman", "reference_spearman"]
 
 SpearmanFn = Callable[[Sequence[float], Sequence[float]], float]
@@ -78,28 +80,35 @@ def _closed_form(rx: Sequence[float], ry: Sequence[float]) -> float:
     return 1 - 6 * sum((a - b) ** 2 for a, b in zip(rx, ry, strict=True)) / (n * (n * n - 1))
 
 
+_MISTAKES = (
+    Mistake(_pearson, ("Pearson's correlation of the raw values instead of their ranks",)),
+    Mistake(
+        lambda x, y: _pearson(_ordinal_ranks(x), _ordinal_ranks(y)),
+        ("ties broken by position (ranks 1, 2, 3 ...) instead of sharing their mean rank",),
+    ),
+    Mistake(
+        lambda x, y: _closed_form(_average_ranks(x), _average_ranks(y)),
+        (
+            "the closed form 1 - 6 sum d^2 / (n (n^2 - 1)) used although there are ties (it is "
+            "exact only without ties)",
+        ),
+    ),
+    Mistake(
+        lambda x, y: -reference_spearman(x, y),
+        ("the sign flipped (x ranked ascending, y descending)",),
+    ),
+)
+
+
 def _diagnose(fn_values: list[float]) -> str:
     """Name the mistake whose outputs match the learner's on every case."""
-    variants = {
-        "Pearson's correlation of the raw values instead of their ranks": lambda x, y: _pearson(
-            x, y
-        ),
-        "ties broken by position (ranks 1, 2, 3 ...) instead of sharing their mean rank": (
-            lambda x, y: _pearson(_ordinal_ranks(x), _ordinal_ranks(y))
-        ),
-        "the closed form 1 - 6 sum d^2 / (n (n^2 - 1)) used although there are ties (it is "
-        "exact only without ties)": lambda x, y: _closed_form(_average_ranks(x), _average_ranks(y)),
-        "the sign flipped (x ranked ascending, y descending)": lambda x, y: (
-            -reference_spearman(x, y)
-        ),
-    }
-    for name, variant in variants.items():
-        if all(
-            math.isclose(variant(x, y), got, abs_tol=1e-9)
-            for (x, y, _), got in zip(_CASES, fn_values, strict=True)
-        ):
-            return f" It looks like {name}."
-    return ""
+    mistake = find_mistake(
+        _MISTAKES,
+        fn_values,
+        [(x, y) for x, y, _ in _CASES],
+        lambda got, expected: math.isclose(expected, got, abs_tol=1e-9),
+    )
+    return f" It looks like {mistake.hints[0]}." if mistake else ""
 
 
 def check_spearman(fn: SpearmanFn, *, raise_on_failure: bool = True, verbose: bool = True) -> bool:

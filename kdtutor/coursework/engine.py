@@ -55,7 +55,7 @@ class Case(Protocol):
 class Mistake:
     """A classic mistake: what it computes, and a hint for each error it makes."""
 
-    value: Callable[..., Tensor]  # on a case's inputs, in float64
+    value: Callable[..., Tensor | float]  # on a case's inputs (tensors in float64)
     hints: tuple[str, ...]
 
 
