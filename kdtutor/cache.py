@@ -115,9 +115,34 @@ class CacheOptions:
 
 
 class _Dataset(Protocol):
+    """An ArrayDataset (``fingerprint()``, ``batch(indices)``), or any map-style dataset of
+    ``(input, target)`` pairs."""
+
     def __len__(self) -> int: ...
-    def fingerprint(self) -> str: ...
-    def batch(self, indices: Tensor) -> tuple[Tensor, Tensor]: ...
+    def __getitem__(self, index: int) -> Any: ...
+
+
+def dataset_fingerprint(dataset: _Dataset) -> str:
+    """A digest of a dataset's inputs and targets: its own ``fingerprint()`` where it has one
+    (an ArrayDataset's is computed once), else sha256 over every sample read in order (one
+    pass over the data, cheap beside the teacher pass the cache saves every epoch)."""
+    own = getattr(dataset, "fingerprint", None)
+    if callable(own):
+        return str(own())
+    digest = hashlib.sha256(f"{type(dataset).__qualname__}|{len(dataset)}".encode())
+    for i in range(len(dataset)):
+        for part in dataset[i]:
+            t = torch.as_tensor(part).detach().cpu().contiguous()
+            digest.update(f"{tuple(t.shape)}|{t.dtype}".encode())
+            digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()
+
+
+def _inputs(dataset: _Dataset, index: Tensor) -> Tensor:
+    """The inputs of samples ``index``: ``dataset.batch`` where there is one, else stacked."""
+    if hasattr(dataset, "batch"):
+        return dataset.batch(index)[0]
+    return torch.stack([torch.as_tensor(dataset[int(i)][0]) for i in index])
 
 
 class _Transform(Protocol):
@@ -159,7 +184,7 @@ def cache_key(
     """The key under which a teacher's outputs on ``dataset`` are cached."""
     parts = [
         weights_digest(teacher),
-        dataset.fingerprint(),
+        dataset_fingerprint(dataset),
         augment.describe() if augment is not None else "Identity()",
         ",".join(paths),
     ]
@@ -249,7 +274,7 @@ def _fill(
         for v in range(count):
             for start in range(0, n, batch_size):
                 index = torch.arange(start, min(start + batch_size, n))
-                x, _ = dataset.batch(index)
+                x = _inputs(dataset, index)
                 if views is not None:
                     x = views.apply(x, torch.full_like(index, v), index)
                 out = forward(x.to(device))
@@ -415,7 +440,8 @@ def open_teacher_cache(
 
     Args:
         teacher: the frozen teacher; its weights are part of the key.
-        dataset: the training split (it needs ``fingerprint()`` and ``batch(indices)``).
+        dataset: the training split: an ArrayDataset, or any map-style dataset of
+            ``(input, target)`` pairs whose inputs stack into a batch.
         augment: the training transform (a random one refuses the cache without views).
         paths: teacher feature paths to cache with the logits.
         options: see :class:`CacheOptions`.

@@ -294,6 +294,8 @@ def test_a_detection_run_goes_through_fit_with_torchmetrics_map():
     train, test = ScenesDataset(48, seed=0), ScenesDataset(16, seed=1)
     d = DetectorAlone(tiny_detector())
     result = fit(d, train, test, epochs=2, batch_size=16, lr=0.01)
+    with pytest.raises(KDTutorError, match="lists of boxes"):  # a detector teacher: no cache
+        fit(DetectorAlone(tiny_detector(), tiny_detector()), train, None, epochs=1, cache=True)
     record = result.history[-1]
     assert {"classification", "bbox_regression", "bbox_ctrness"} == set(record["losses"])
     assert result.metric == "map_50" and "test_map50" in record
@@ -380,6 +382,22 @@ def test_a_torch_dataset_trains_exactly_like_the_array_dataset(mnist):
     runs = [fit(mlp(0), data, test, epochs=2, batch_size=64) for data in (train, as_torch)]
     assert runs[0].history[-1]["test_acc"] == runs[1].history[-1]["test_acc"]
     assert runs[0].history[-1]["loss"] == pytest.approx(runs[1].history[-1]["loss"], abs=1e-6)
+
+
+def test_the_teacher_cache_works_for_a_torch_dataset(mnist):
+    from kdtutor.cache import clear_memory_cache
+
+    train, test = mnist
+    images, labels = train.batch(torch.arange(len(train)))
+    teacher = load_teacher("mnist5k_mlp")
+    runs = []
+    for data in (train, TensorDataset(images, labels)):
+        clear_memory_cache()
+        d = build_distiller("kd", mlp(0), teacher)
+        runs.append(fit(d, data, test, epochs=2, batch_size=64, cache=True))
+        assert d.teacher_forward_calls == 2  # 1,000 samples in teacher batches of 512, once
+    assert runs[0].history[-1]["loss"] == pytest.approx(runs[1].history[-1]["loss"], abs=1e-6)
+    assert runs[0].history[-1]["test_acc"] == runs[1].history[-1]["test_acc"]
 
 
 def test_a_dataloader_trains_and_the_cache_says_why_it_is_off(mnist, caplog):

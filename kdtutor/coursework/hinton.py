@@ -3,7 +3,7 @@ r"""Chapter 2 (Hinton's MNIST experiments) coursework: check a learner's bias sh
 A learner writes ``my_shift(model, shifts)`` that returns a *copy* of a classifier whose
 final-layer bias is moved by ``shifts[c]`` for each class ``c`` (Hinton et al. 2015 raise the
 bias of a class the student never saw). :func:`check_shift_class_bias` runs it on small
-MLPs and checks, independently of :func:`kdtutor.experiments.shift_class_bias`, that
+MLPs and checks, independently of :func:`kdtutor.analysis.shift_class_bias`, that
 
 * the original model is left unchanged;
 * the logit of each shifted class moves by exactly its shift on every input,

@@ -36,6 +36,7 @@ class Task:
         primary: the metric a run is judged by (best/last epoch).
         short: the history key stem (``test_<short>``: ``test_acc`` for classification).
         higher_is_better: direction of the primary metric.
+        uncacheable: why teacher outputs cannot be cached for this task ("" if they can).
     """
 
     name: ClassVar[str] = ""
@@ -43,6 +44,8 @@ class Task:
     short: ClassVar[str] = ""
     higher_is_better: ClassVar[bool] = True
     metric_names: ClassVar[tuple[str, ...]] = ()
+    uncacheable: ClassVar[str] = ""
+    """Why a teacher's outputs on this task cannot be cached ("" when they can)."""
 
     def collate(self, samples: Sequence[tuple[Any, Any]]) -> tuple[Any, Any]:
         """Stack a list of ``(input, target)`` samples into one batch (torch's default)."""

@@ -25,6 +25,10 @@ class Detection(Task):
     primary = "map_50"
     short = "map50"
     metric_names = ("map_50", "map")
+    uncacheable = (
+        "a detector's outputs are lists of boxes of varying length, which the teacher-output "
+        "cache (tensors, one row per sample) does not store"
+    )
 
     def collate(self, samples: Sequence[tuple[Any, Any]]) -> tuple[Any, Any]:
         images = [s[0] for s in samples]

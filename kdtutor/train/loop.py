@@ -185,8 +185,8 @@ def _train_loader(
     )
 
 
-def _cache_unavailable(train_data: Any) -> str | None:
-    """Why teacher outputs cannot be cached for this training data, or None."""
+def _cache_unavailable(train_data: Any, task: Task) -> str | None:
+    """Why teacher outputs cannot be cached for this training data and task, or None."""
     if train_data is None:
         return "a data-free distiller synthesises new inputs every step"
     if isinstance(train_data, DataLoader):
@@ -194,17 +194,13 @@ def _cache_unavailable(train_data: Any) -> str | None:
             "a DataLoader does not say which sample each row of a batch is; give fit the "
             "Dataset itself (or an ArrayDataset) to cache"
         )
-    if not (hasattr(train_data, "fingerprint") and hasattr(train_data, "batch")):
-        return (
-            f"a {type(train_data).__name__} has no fingerprint() and batch(indices), which the "
-            "cache needs to key and fill it (an ArrayDataset has both)"
-        )
-    return None
+    return task.uncacheable or None
 
 
 def _open_cache(
     distiller: Distiller,
     train_data: Any,
+    task: Task,
     augment: BatchTransform,
     options: CacheOptions,
     ctx: distributed.DistContext,
@@ -215,7 +211,7 @@ def _open_cache(
     distiller.teacher_cache = None
     if distiller.teacher is None or options.mode is False:
         return None
-    reason = _cache_unavailable(train_data)
+    reason = _cache_unavailable(train_data, task)
     if reason is not None:
         if options.mode is True:
             raise CacheRefusedError(f"teacher-output cache refused: {reason}.")
@@ -355,7 +351,7 @@ def fit(
             Path(resume), distiller, optimizers, schedulers, scaler
         )
 
-    _open_cache(distiller, train_data, augment, cache_options, ctx, device)
+    _open_cache(distiller, train_data, task, augment, cache_options, ctx, device)
     steps = Steps(
         step_module,
         optimizers,

@@ -1,4 +1,4 @@
-r"""Small measurements the book makes on teachers and losses: soft targets, entropy, dark knowledge.
+r"""Dark knowledge: soft targets, their entropy, a teacher's class similarities, KD's gradients.
 
 Every function is a pure function of tensors (or of a model and a dataset, run in ``eval()``
 mode without gradients), so the chapters can show what it returns and the tests can check
@@ -21,10 +21,10 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import Tensor, nn
 
-from .data import ArrayDataset
-from .errors import ShapeMismatchError
-from .losses.response import kd_loss
-from .train import predict_logits
+from ..data import ArrayDataset
+from ..errors import ShapeMismatchError
+from ..losses.response import kd_loss
+from ..train import predict_logits
 
 __all__ = [
     "class_similarity_matrix",
@@ -32,7 +32,6 @@ __all__ = [
     "kd_gradient_norms",
     "mean_entropy_by_temperature",
     "most_similar_other_class",
-    "predict_logits",
     "soft_targets",
 ]
 
