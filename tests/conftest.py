@@ -75,7 +75,6 @@ TIERS: dict[str, str] = {
     "test_feature_methods_*.py": "methods",
     "test_resume_methods.py": "methods",
     "test_connectors.py": "methods",
-    "test_experiments_*.py": "methods",
     "test_hinton.py": "methods",
     "test_coursework_*.py": "methods",
 }

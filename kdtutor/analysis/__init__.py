@@ -3,7 +3,14 @@
 * :mod:`~kdtutor.analysis.dark_knowledge`: soft targets, their entropy, a teacher's class
   similarities, the norm of KD's gradient at each temperature;
 * :mod:`~kdtutor.analysis.bias`: errors by class, and a copy of a classifier with the biases
-  of some classes shifted (Hinton et al. 2015's change of prior).
+  of some classes shifted (Hinton et al. 2015's change of prior);
+* :mod:`~kdtutor.analysis.response`: every response-based distance between a student's and a
+  teacher's logits (KD, DKD's halves, DIST's terms, agreement, accuracy);
+* :mod:`~kdtutor.analysis.feature`: attention maps, and their distance to a teacher's;
+* :mod:`~kdtutor.analysis.relation`: how far a student's relations (SP, RKD distance and
+  angle) are from its teacher's;
+* :mod:`~kdtutor.analysis.runs`: the losses of every training step, and loss curves averaged
+  over seeds.
 
 Every name is importable from ``kdtutor.analysis``. These are what a second chapter, the
 coursework or a user needs; the experiment a chapter teaches is written in that chapter
@@ -20,16 +27,28 @@ from .dark_knowledge import (
     most_similar_other_class,
     soft_targets,
 )
+from .feature import attention_distance, attention_maps
+from .relation import GAP_NAMES, relation_gaps
+from .response import DIAGNOSTICS, response_diagnostics
+from .runs import StepLosses, mean_loss_curves
 
 __all__ = [
+    "DIAGNOSTICS",
+    "GAP_NAMES",
+    "StepLosses",
+    "attention_distance",
+    "attention_maps",
     "class_similarity_matrix",
     "entropy",
     "errors_by_class",
     "final_linear",
     "kd_gradient_norms",
     "mean_entropy_by_temperature",
+    "mean_loss_curves",
     "most_similar_other_class",
     "predict_logits",
+    "relation_gaps",
+    "response_diagnostics",
     "shift_class_bias",
     "soft_targets",
 ]

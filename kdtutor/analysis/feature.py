@@ -1,4 +1,4 @@
-r"""Measurements for the feature-based knowledge chapter: attention maps and per-step losses.
+r"""Measuring feature-based distillation: attention maps, and their distance to a teacher's.
 
 * :func:`attention_maps`: the normalised attention maps (Zagoruyko & Komodakis, 2017) of a
   model at some module paths, for a batch of images, ready to plot.
@@ -6,9 +6,9 @@ r"""Measurements for the feature-based knowledge chapter: attention maps and per
   per image, :math:`\lVert \hat Q_s - \hat Q_t \rVert_2` (between 0 for identical maps and
   :math:`\sqrt 2` for maps without overlap), after the larger feature map is average-pooled to
   the smaller size as attention transfer does.
-* :class:`StepLosses`: records the named losses of every training step of a distiller, where
-  :func:`kdtutor.train.fit`'s history keeps only per-epoch means (FitNets' two stages are
-  best seen step by step).
+
+Chapter 3's feature notebook draws the maps of students trained with and without attention
+transfer and measures their distance to the teacher's.
 
 Example:
     >>> import torch
@@ -21,19 +21,15 @@ Example:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
-from types import TracebackType
 
 from torch import Tensor, nn
-from torch.utils.hooks import RemovableHandle
 
 from ..errors import KDTutorError
 from ..features import probe_features
 from ..losses.feature import attention_map, pool_to_smaller
-from ..methods import Distiller
 
-__all__ = ["StepLosses", "attention_distance", "attention_maps"]
+__all__ = ["attention_distance", "attention_maps"]
 
 
 def _features(model: nn.Module, paths: Sequence[str], x: Tensor) -> list[Tensor]:
@@ -91,61 +87,3 @@ def attention_distance(
         s, t = pool_to_smaller(fs, ft)
         distances.append((attention_map(s, p) - attention_map(t, p)).norm(dim=1))
     return distances
-
-
-class StepLosses:
-    """Record the named losses a distiller returns on every training step.
-
-    A forward hook on the distiller stores each training-mode call's losses (as floats) in
-    :attr:`steps`; evaluation (:meth:`Distiller.predict`) does not call ``forward`` and is not
-    recorded. Use it as a context manager around :func:`kdtutor.train.fit`.
-
-    Example:
-        >>> import torch
-        >>> from kdtutor.methods import build_distiller
-        >>> from kdtutor.models import build_model
-        >>> distiller = build_distiller("scratch", build_model("cnn_micro"))
-        >>> with StepLosses(distiller) as recorder:
-        ...     _ = distiller(torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3]))
-        >>> list(recorder.steps[0])
-        ['ce']
-    """
-
-    def __init__(self, distiller: Distiller) -> None:
-        if not isinstance(distiller, Distiller):
-            raise TypeError(
-                f"StepLosses records a Distiller's losses, got {type(distiller).__name__}; "
-                "wrap a plain model with build_distiller('scratch', model)."
-            )
-        self.distiller = distiller
-        self.steps: list[dict[str, float]] = []
-        self._handle: RemovableHandle | None = None
-
-    def _hook(self, module: nn.Module, args: tuple[object, ...], output: object) -> None:
-        if module.training and isinstance(output, tuple) and len(output) == 2:
-            losses = output[1]
-            self.steps.append({k: float(v.detach()) for k, v in losses.items()})  # type: ignore[union-attr]
-
-    def __enter__(self) -> StepLosses:
-        if self._handle is None:
-            self._handle = self.distiller.register_forward_hook(self._hook)
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        if self._handle is not None:
-            self._handle.remove()
-            self._handle = None
-
-    def series(self, name: str) -> list[float]:
-        """The loss ``name`` at every recorded step (``nan`` where the step did not return it)."""
-        return [step.get(name, math.nan) for step in self.steps]
-
-    @property
-    def names(self) -> list[str]:
-        """Every loss name recorded, in order of first appearance."""
-        return list(dict.fromkeys(name for step in self.steps for name in step))

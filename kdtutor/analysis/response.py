@@ -1,11 +1,10 @@
 r"""Measuring response-based distillation: how close a student's outputs are to its teacher's.
 
-Chapter 3's response notebook trains KD, DKD and DIST students and then asks what each
-one actually matched. :func:`response_diagnostics` answers with every response-based measure
-at once (the KD loss, its two DKD halves, DIST's two correlation losses, top-1 agreement with
-the teacher and accuracy), all computed by the package's own losses so that the numbers are
-the ones the methods optimise. :func:`mean_loss_curves` averages the per-epoch named losses
-that :func:`kdtutor.train.fit` records over several runs (seeds).
+:func:`response_diagnostics` gives every response-based measure between a student's and a
+teacher's logits at once (the KD loss, its two DKD halves, DIST's two correlation losses,
+top-1 agreement with the teacher and accuracy), all computed by the package's own losses so
+that the numbers are the ones the methods optimise. Chapter 3's response notebook uses it
+to ask what KD and DKD students actually matched.
 
 >>> import torch
 >>> z = torch.tensor([[4.0, 1.0, 0.0], [0.0, 3.0, 1.0]])
@@ -16,17 +15,13 @@ that :func:`kdtutor.train.fit` records over several runs (seeds).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
-
-import numpy as np
 import torch
 from torch import Tensor
 
-from ..errors import KDTutorError, ShapeMismatchError
+from ..errors import ShapeMismatchError
 from ..losses.response import dist_loss, dkd_loss, kd_loss
 
-__all__ = ["DIAGNOSTICS", "mean_loss_curves", "response_diagnostics"]
+__all__ = ["DIAGNOSTICS", "response_diagnostics"]
 
 #: The keys :func:`response_diagnostics` returns, in a sensible order for a table.
 DIAGNOSTICS: tuple[str, ...] = ("kd", "tckd", "nckd", "inter", "intra", "agreement", "accuracy")
@@ -74,29 +69,4 @@ def response_diagnostics(
         "intra": float(intra),
         "agreement": 100.0 * float((top == zt.argmax(dim=1)).float().mean()),
         "accuracy": 100.0 * float((top == labels).float().mean()),
-    }
-
-
-def mean_loss_curves(histories: Sequence[Any]) -> dict[str, np.ndarray]:
-    """The per-epoch mean, over runs, of every named loss the runs recorded.
-
-    Args:
-        histories: :class:`~kdtutor.train.FitResult` objects (or their ``history`` lists) of
-            runs of the same method and number of epochs, e.g. ``run_seeds(...).results``.
-
-    Returns:
-        ``{loss name: (epochs,) array}``, the names in the order of the first run's history.
-    """
-    runs = [h.history if hasattr(h, "history") else h for h in histories]
-    if not runs or not runs[0]:
-        raise KDTutorError("mean_loss_curves needs at least one run with at least one epoch.")
-    if len({len(run) for run in runs}) != 1:
-        raise KDTutorError(
-            f"the runs have different numbers of epochs ({sorted({len(r) for r in runs})}): "
-            "average runs of the same length."
-        )
-    names = list(runs[0][0]["losses"])
-    return {
-        name: np.array([[record["losses"][name] for record in run] for run in runs]).mean(axis=0)
-        for name in names
     }

@@ -1,4 +1,4 @@
-"""kdtutor.experiments.relation: probe batches, features, relation gaps, memory-bank cost."""
+"""kdtutor.analysis.relation: relation gaps; the features and bank costs the relation notebook uses."""
 
 import copy
 
@@ -6,14 +6,13 @@ import pytest
 import torch
 from torch import nn
 
+from kdtutor.analysis import relation_gaps
+from kdtutor.data import load_dataset
 from kdtutor.errors import KDTutorError
-from kdtutor.experiments.relation import (
-    class_sorted_indices,
-    features,
-    memory_bank_bytes,
-    relation_gaps,
-)
+from kdtutor.features import probe_features
 from kdtutor.losses.relation import rkd_angle_loss, rkd_distance_loss, sp_loss
+from kdtutor.methods import build_distiller
+from kdtutor.models import build_model
 
 
 def _model(width=6, seed=0):
@@ -28,18 +27,15 @@ def _model(width=6, seed=0):
     )
 
 
-def test_class_sorted_indices_take_the_first_of_each_class_in_order():
-    targets = torch.tensor([2, 0, 1, 0, 2, 1, 0, 1, 2])
-    idx = class_sorted_indices(targets, 2)
-    assert idx.tolist() == [1, 3, 2, 5, 0, 4]
-    assert targets[idx].tolist() == [0, 0, 1, 1, 2, 2]
-    with pytest.raises(KDTutorError, match="fewer than per_class=4"):
-        class_sorted_indices(targets, 4)
-    with pytest.raises(KDTutorError, match="at least 1"):
-        class_sorted_indices(targets, 0)
+def features(model, path, x, batch_size=512):
+    """The relation notebook's features: probe_features batch by batch, flattened."""
+    chunks = [probe_features(model, c, [path])[1][path] for c in x.split(batch_size)]
+    return torch.cat(chunks).flatten(1)
 
 
-def test_features_match_a_hooked_forward_and_restore_the_mode():
+def test_features_batch_by_batch_are_those_of_one_eval_forward():
+    # the relation notebook compares features computed 512 inputs at a time: in eval mode
+    # they are those of one forward pass on all inputs, and the model's mode is restored
     model = _model().train()
     x = torch.randn(7, 1, 8, 8)
     out = features(model, "4", x, batch_size=3)
@@ -92,7 +88,12 @@ def test_relation_gaps_errors():
         relation_gaps(f, f[:9], batch_size=5)
 
 
-def test_memory_bank_bytes():
-    assert memory_bank_bytes(4000, 128) == 4000 * 128 * 4 * 2
-    assert memory_bank_bytes(50_000) == 51_200_000
-    assert memory_bank_bytes(10, 3, banks=1, bytes_per_value=2) == 60
+def test_crd_memory_banks_cost_what_the_relation_notebook_says():
+    # the notebook prices CRD's banks as 2 x N x 128 float32 values: check against the method
+    train = load_dataset("mnist5k", "train", size=300)
+    student = build_model("cnn_tiny", num_classes=10, in_channels=1)
+    teacher = build_model("cnn_tiny", num_classes=10, in_channels=1)
+    crd = build_distiller("crd", student, teacher, input_shape=(1, 28, 28), num_negatives=16)
+    crd.bind_data(train)
+    banks = (crd.memory_student, crd.memory_teacher)
+    assert sum(b.numel() * b.element_size() for b in banks) == 2 * len(train) * 128 * 4

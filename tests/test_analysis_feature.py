@@ -1,18 +1,14 @@
-"""kdtutor.experiments.feature: attention maps, attention distances and per-step losses."""
+"""kdtutor.analysis.feature: attention maps and attention distances."""
 
 import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
-from kdtutor.data import load_dataset
+from kdtutor.analysis import attention_distance, attention_maps
 from kdtutor.errors import KDTutorError
-from kdtutor.experiments.feature import StepLosses, attention_distance, attention_maps
 from kdtutor.losses.feature import at_loss
-from kdtutor.methods import build_distiller
 from kdtutor.models import build_model
-from kdtutor.train import fit
 
 
 @pytest.fixture
@@ -61,39 +57,3 @@ def test_attention_distance_needs_paired_paths(models):
     student, teacher = models
     with pytest.raises(KDTutorError, match="one teacher path per student path"):
         attention_distance(student, teacher, ["stages.0", "stages.1"], ["stages.0"], torch.zeros(1))
-
-
-def test_step_losses_records_every_training_step_of_both_fitnet_stages():
-    torch.manual_seed(0)
-    train = load_dataset("shapes", "train", size=60)
-    teacher = build_model("cnn_tiny").eval()
-    distiller = build_distiller(
-        "fitnet", build_model("cnn_micro"), teacher, init_epochs=1, ce_weight=0.1, kd_weight=0.9
-    )
-    with StepLosses(distiller) as recorder:
-        fit(distiller, train, train, epochs=2, batch_size=32, cache=False)
-    assert len(recorder.steps) == 4  # 2 epochs x 2 batches; evaluation is not recorded
-    assert recorder.names == ["hint", "ce", "kd"]
-    hint, ce = recorder.series("hint"), recorder.series("ce")
-    assert all(math.isfinite(v) for v in hint[:2]) and all(math.isnan(v) for v in hint[2:])
-    assert all(math.isnan(v) for v in ce[:2]) and all(math.isfinite(v) for v in ce[2:])
-    # the hook is gone after the block
-    distiller(torch.randn(2, 3, 32, 32), torch.tensor([0, 1]))
-    assert len(recorder.steps) == 4
-
-
-def test_step_losses_values_are_the_distillers_losses():
-    torch.manual_seed(0)
-    distiller = build_distiller("scratch", build_model("cnn_micro"))
-    x, y = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])
-    with StepLosses(distiller) as recorder:
-        logits, losses = distiller(x, y)
-        distiller.eval()
-        distiller(x, y)  # eval-mode calls are not training steps
-    assert recorder.steps == [{"ce": pytest.approx(float(F.cross_entropy(logits.detach(), y)))}]
-    assert float(losses["ce"].detach()) == pytest.approx(recorder.steps[0]["ce"])
-
-
-def test_step_losses_wants_a_distiller():
-    with pytest.raises(TypeError, match="build_distiller"):
-        StepLosses(build_model("cnn_micro"))

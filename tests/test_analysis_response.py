@@ -1,13 +1,11 @@
-"""kdtutor.experiments.response: response diagnostics and mean loss curves."""
+"""kdtutor.analysis.response: response diagnostics."""
 
-import numpy as np
 import pytest
 import torch
 
-from kdtutor.errors import KDTutorError, ShapeMismatchError
-from kdtutor.experiments.response import DIAGNOSTICS, mean_loss_curves, response_diagnostics
+from kdtutor.analysis import DIAGNOSTICS, response_diagnostics
+from kdtutor.errors import ShapeMismatchError
 from kdtutor.losses import dist_loss, dkd_loss, kd_loss
-from kdtutor.train import FitResult
 
 
 def test_identical_logits_have_no_gap():
@@ -42,24 +40,3 @@ def test_shape_errors():
         response_diagnostics(z, torch.zeros(4, 5), torch.zeros(4, dtype=torch.long))
     with pytest.raises(ShapeMismatchError):
         response_diagnostics(z, z, torch.zeros(5, dtype=torch.long))
-
-
-def _history(values):
-    return [{"epoch": i + 1, "losses": {"ce": v, "kd": 2 * v}} for i, v in enumerate(values)]
-
-
-def test_mean_loss_curves_averages_over_runs():
-    runs = [_history([1.0, 0.5]), _history([3.0, 1.5])]
-    curves = mean_loss_curves(runs)
-    assert list(curves) == ["ce", "kd"]
-    np.testing.assert_allclose(curves["ce"], [2.0, 1.0])
-    np.testing.assert_allclose(curves["kd"], [4.0, 2.0])
-    result = FitResult("kd", runs[0], best_acc=0.0, best_epoch=1, last_acc=0.0, seconds=0.0)
-    np.testing.assert_allclose(mean_loss_curves([result])["ce"], [1.0, 0.5])
-
-
-def test_mean_loss_curves_rejects_bad_input():
-    with pytest.raises(KDTutorError):
-        mean_loss_curves([])
-    with pytest.raises(KDTutorError, match="different numbers of epochs"):
-        mean_loss_curves([_history([1.0]), _history([1.0, 2.0])])
