@@ -70,42 +70,44 @@ class Outcome:
     right: bool
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class LossCheck:
-    """What a checker checks; :func:`run_check` checks it."""
+    """What a checker checks, step by step; :func:`run_check` checks it."""
 
     name: str  # "check_kd_loss": every message starts with it
     error: type[AssertionError]
-    call: str  # the call as messages write it: "fn(student_logits, teacher_logits, T)"
     cases: Sequence[Case]
     reference: Callable[..., Tensor | tuple[Tensor, ...]]  # on a case's inputs, in float64
     rtol: float
     atol: float
-    # the words of the messages
+    # 1. calling fn
+    call: str  # the call as messages write it: "fn(student_logits, teacher_logits, T)"
+    explain_error: Callable[[Case, Exception], str] | None = None  # after "raised TypeError: "
     in_place: str  # what to say when fn changes its inputs
-    ordinary: str  # "logits", as in "correct on ordinary logits, but on ..."
-    hard_hint: str  # why a naive implementation fails on the hard cases
-    student: str  # "the student's logits": the gradient is taken with respect to it
-    success: str
-    # the classic mistakes, simplest first: the first that reproduces every value is named
-    mistakes: Sequence[Mistake] = ()
-    mistake_kind: str = "typical"  # as in "your loss reproduces a typical mistake"
-    loss: str = "the loss"  # as in "it returned 0.5, the loss is 0.25"
-    unmatched: str = ""  # what to say when the values are wrong and match no mistake
-    unmatched_hint: Callable[[Sequence[Case]], str | None] | None = None  # from the wrong cases
     per_sample_hint: str = ""  # added when fn returns one value per sample
     scalar_advice: str = "."  # ends "the loss must be a single number (a scalar tensor)"
-    also_right: Callable[..., Tensor] | None = None  # another right value on the hard cases
+    # 2. the values on the ordinary cases
+    mistakes: Sequence[Mistake] = ()  # simplest first: the first that reproduces them is named
+    mistake_kind: str = "typical"  # as in "your loss reproduces a typical mistake"
+    loss: str = "the loss"  # as in "it returned 0.5, the loss is 0.25"
+    unmatched_hint: Callable[[Sequence[Case]], str | None] | None = None  # from the wrong cases
+    unmatched: str = ""  # what to say when the values match no mistake (and no hint)
+    # 3. the hard cases
+    ordinary: str  # "logits", as in "correct on ordinary logits, but on ..."
+    hard_hint: str  # why a naive implementation fails on the hard cases
+    also_right: Callable[..., Tensor] | None = None  # another right value there
     finite_gradient_on_hard_cases: bool = False
-    # the gradient
+    # 4. the gradient
+    student: str  # "the student's logits": the gradient is taken with respect to it
     gradient_cases: range = range(3)  # the indices of the cases whose gradient is compared
     reference_grad: Callable[..., Tensor] | None = None  # autograd of the reference if None
     grads_agree: Callable[[Tensor, Tensor], bool] | None = None  # rtol 1e-3, atol 1e-6 if None
-    terms: tuple[str, ...] = ("loss",)  # the terms fn returns, when there are several
     no_gradient_note: str = ""
     wrong_gradient_note: str = ""
-    # for losses that need their own words
-    explain_error: Callable[[Case, Exception], str] | None = None  # after "raised TypeError: "
+    # 5. success
+    success: str
+    # a loss of several terms reads them and explains what is wrong in its own words
+    terms: tuple[str, ...] = ("loss",)
     read_output: Callable[[object, Case], tuple[Tensor, ...] | str] | None = None
     explain_wrong: Callable[[LossCheck, Sequence[Outcome]], str] | None = None
     explain_hard: Callable[[LossCheck, Outcome], str] | None = None
@@ -130,6 +132,7 @@ def run_check(
     def fail(message: str) -> bool:
         return report_failure(check.name, message, check.error, raise_on_failure)
 
+    # 1. call fn on every case
     outcomes = []
     for index, case in enumerate(check.cases):
         inputs = case.inputs(index)
@@ -153,10 +156,12 @@ def run_check(
             return fail(terms)
         outcomes.append(_outcome(check, case, inputs, terms))
 
+    # 2. the values on the ordinary cases
     ordinary = [o for o in outcomes if not o.case.hard]
     if not all(o.right for o in ordinary):
         return fail((check.explain_wrong or _explain_wrong)(check, ordinary))
 
+    # 3. the values (and, where asked, the gradient's finiteness) on the hard cases
     for outcome in outcomes:
         if not outcome.case.hard:
             continue
@@ -176,6 +181,7 @@ def run_check(
         if not outcome.right:
             return fail((check.explain_hard or _explain_hard)(check, outcome))
 
+    # 4. the gradient with respect to the student's input
     several = len(check.terms) > 1
     for outcome in (outcomes[i] for i in check.gradient_cases):
         total, student = _student_call(fn, outcome)
@@ -197,6 +203,7 @@ def run_check(
                 f"student's computation{check.wrong_gradient_note}."
             )
 
+    # 5. success
     if verbose:
         print(wrap_message(f"✓ {check.name}: {check.success} Well done!"))
     return True

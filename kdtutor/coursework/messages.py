@@ -1,4 +1,4 @@
-"""What the coursework checkers share: failure reports, tolerances and output checks."""
+"""The words the coursework checkers share: failure reports, tolerances and output checks."""
 
 from __future__ import annotations
 
