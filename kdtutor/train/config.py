@@ -97,7 +97,6 @@ class TrainConfig:
                 f"train.milestones must lie in 1..epochs-1 (epochs={self.epochs}), got {self.milestones}."
             )
 
-
     def cache_options(self) -> CacheOptions:
         """The teacher-output cache settings, validated (in one place: :class:`CacheOptions`)."""
         return CacheOptions(mode=self.cache, location=self.cache_location, dtype=self.cache_dtype)
