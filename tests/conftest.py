@@ -89,18 +89,28 @@ SLOW: tuple[str, ...] = (
 cores); ``make test`` runs them, ``make test-fast`` does not."""
 
 
+ONE_WORKER: tuple[str, ...] = ("test_book.py", "test_staleness.py")
+"""Files whose tests share an expensive module fixture (the book build, a kernel run): under
+pytest-xdist (``make test`` runs the notebooks and book tiers with ``-n 2 --dist loadgroup``)
+each stays on one worker, so the fixture is built once."""
+
+
 def tier_of(filename: str) -> str:
     """The tier of a test file, by its name (see :data:`TIERS`)."""
     return next((t for pattern, t in TIERS.items() if fnmatch.fnmatch(filename, pattern)), "unit")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Give every test its file's tier marker, and ``slow`` to those listed in :data:`SLOW`."""
+    """Give every test its file's tier marker, ``slow`` to those listed in :data:`SLOW`, and an
+    ``xdist_group`` to those of :data:`ONE_WORKER` (when pytest-xdist is installed)."""
+    xdist = config.pluginmanager.hasplugin("xdist")
     for item in items:
         item.add_marker(tier_of(item.path.name))
         node = item.nodeid.removeprefix("tests/")
         if any(fnmatch.fnmatch(node, pattern) for pattern in SLOW):
             item.add_marker("slow")
+        if xdist and item.path.name in ONE_WORKER:
+            item.add_marker(pytest.mark.xdist_group(item.path.stem))
 
 
 class TinyData(NamedTuple):
