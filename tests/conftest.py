@@ -6,7 +6,7 @@ the test files need not say it; ``make test-fast`` runs ``unit`` and ``methods``
 ``slow``, ``make test`` everything:
 
 - ``unit``: the package's parts (data, models, trainer, cache, CLI, zoo, bench, io), fast;
-- ``methods``: the distillation methods, their experiments and coursework checkers;
+- ``methods``: the distillation methods (losses, distillers, resume) and the coursework checkers;
 - ``notebooks``: executes notebooks (papermill and nbval at smoke scale, the uses recorder);
 - ``book``: the HTML build, the browser check, the book's generated pages and tables.
 
