@@ -88,12 +88,16 @@ class CacheOptions:
         location: ``"memory"`` or ``"disk"`` (memory-mapped files under ``cache_dir()``).
         dtype: ``"float32"`` or ``"float16"`` storage.
         views: fixed augmented views to cache instead of the plain images.
+        precision: the autocast dtype the teacher runs in (``"float32"``: none), part of
+            the key: training in bfloat16 reads outputs computed in bfloat16, as the teacher
+            would give them uncached.
     """
 
     mode: bool | Literal["auto"] = "auto"
     location: Location = "memory"
     dtype: Literal["float32", "float16"] = "float32"
     views: FixedViews | None = None
+    precision: str = "float32"
 
     def __post_init__(self) -> None:
         if self.mode not in (True, False, "auto"):
@@ -180,6 +184,7 @@ def cache_key(
     paths: Sequence[str],
     *,
     dtype: str = "float32",
+    precision: str = "float32",
 ) -> str:
     """The key under which a teacher's outputs on ``dataset`` are cached."""
     parts = [
@@ -190,6 +195,8 @@ def cache_key(
     ]
     if dtype != "float32":  # float32 keys stay as they were before dtypes existed
         parts.append(dtype)
+    if precision != "float32":
+        parts.append(f"autocast:{precision}")
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
 
 
@@ -458,7 +465,14 @@ def open_teacher_cache(
             raise CacheRefusedError(f"teacher-output cache refused: {reason}")
         return None
     paths = list(paths)
-    key = cache_key(teacher, dataset, options.views or augment, paths, dtype=options.dtype)
+    key = cache_key(
+        teacher,
+        dataset,
+        options.views or augment,
+        paths,
+        dtype=options.dtype,
+        precision=options.precision,
+    )
     memory_key = f"{options.location}:{key}"
     cache = _MEMORY.get(memory_key)
     if cache is None:

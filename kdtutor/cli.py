@@ -493,7 +493,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--amp",
         choices=["auto", "bf16", "fp16", "off"],
         default="auto",
-        help="mixed precision on CUDA (auto: bf16 on CUDA, off on CPU)",
+        help="mixed precision (auto: bf16 on CUDA, off on CPU; bf16 on CPU needs bf16 units)",
     )
     perf.add_argument(
         "--channels-last",

@@ -29,6 +29,7 @@ COMMON = [
     "--test-size", "100",
     "--batch-size", "63",  # 320 = 5 x 63 + 5: the last global batch splits 3 + 2
     "--device", "cpu",
+    "--amp", "off", "--no-channels-last",  # float32: equal up to summation order (bf16: not)
 ]  # fmt: skip
 
 

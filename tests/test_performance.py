@@ -174,7 +174,7 @@ def test_disk_cache_float32_equals_the_teacher_and_is_reused(digits):
     # a new process: nothing in memory, the files are opened and the teacher never runs
     clear_memory_cache()
     d2 = build_distiller("kd", net(), teacher)
-    fit(d2, train, None, epochs=1, batch_size=64, cache=True, cache_location="disk")
+    fit(d2, train, None, epochs=1, batch_size=64, cache=True, cache_location="disk", amp=False)
     assert d2.teacher_forward_calls == 0
 
 
@@ -297,6 +297,8 @@ def test_cache_options_are_validated(digits):
 
 
 def test_runtime_defaults_are_off_on_cpu_and_on_with_cuda(monkeypatch):
+    from kdtutor.train.config import cpu_bf16_supported
+
     cpu = resolve_runtime(TrainConfig(), torch.device("cpu"))
     assert (cpu.amp, cpu.channels_last, cpu.workers, cpu.pin_memory, cpu.compile_backend) == (
         False,
@@ -305,7 +307,6 @@ def test_runtime_defaults_are_off_on_cpu_and_on_with_cuda(monkeypatch):
         False,
         None,
     )
-    from kdtutor.train.config import cpu_bf16_supported
 
     cpu_amp = resolve_runtime(TrainConfig(amp=True), torch.device("cpu"))
     assert cpu_amp.amp == cpu_bf16_supported() and cpu_amp.amp_dtype == torch.bfloat16
@@ -349,13 +350,33 @@ def test_gpu_options_change_nothing_on_cpu(shapes):
         result = fit(d, shapes, None, epochs=2, batch_size=32, cache=False, **options)
         return d.student.state_dict(), result.history[-1]["loss"]
 
-    base, loss = train()
-    same, same_loss = train(amp=True, amp_dtype="float16", pin_memory=True, workers=2)
+    fp32 = {"amp": False, "channels_last": False}
+    base, loss = train(**fp32)
+    gpu_only = {"amp": True, "amp_dtype": "float16", "pin_memory": True, "workers": 2}
+    same, same_loss = train(**gpu_only, channels_last=False)
     assert loss == same_loss and all(torch.equal(base[k], same[k]) for k in base)
-    nhwc, _ = train(channels_last=True)
+    nhwc, _ = train(amp=False, channels_last=True)
     assert all(torch.allclose(base[k], nhwc[k], atol=1e-5) for k in base)
-    compiled, _ = train(compile="eager")
+    compiled, _ = train(**fp32, compile="eager")
     assert all(torch.allclose(base[k], compiled[k], atol=1e-5) for k in base)
+
+
+def test_bf16_autocast_on_cpu_is_recorded_and_keys_its_own_cache(shapes):
+    from kdtutor.cache import clear_memory_cache
+    from kdtutor.train.config import cpu_bf16_supported
+
+    clear_memory_cache()
+    teacher = small_cnn(seed=5).eval()
+    runs, calls = [], []
+    for options in ({}, {"amp": True, "channels_last": True}, {"amp": True}):
+        d = build_distiller("kd", small_cnn(), teacher)
+        runs.append(fit(d, shapes, None, epochs=1, batch_size=32, **options).runtime)
+        calls.append(d.teacher_forward_calls)
+    bf16 = "bfloat16" if cpu_bf16_supported() else False
+    assert runs[0]["amp"] is False and runs[0]["channels_last"] is False
+    assert runs[1]["amp"] == bf16 and runs[1]["channels_last"] is True
+    # float32 and bfloat16 teachers give different outputs: each precision has its cache
+    assert calls == [1, 1 if bf16 else 0, 0]
 
 
 def test_checkpoint_path_per_seed(digits, tmp_path):

@@ -28,15 +28,17 @@ from ..errors import unknown_name
 from ..io import atomic_write_json
 from .provenance import git_commit, machine, results_path, torch_threads, utc_now
 
+_OFF = {"amp": False, "channels_last": False, "compile": False}
 LEVERS: dict[str, dict[str, Any]] = {
-    "fp32": {},
-    "channels_last": {"channels_last": True},
-    "bf16": {"amp": True},
-    "bf16+channels_last": {"amp": True, "channels_last": True},
-    "compile": {"compile": True},
+    "fp32": _OFF,
+    "channels_last": {**_OFF, "channels_last": True},
+    "bf16": {**_OFF, "amp": True},
+    "bf16+channels_last": {**_OFF, "amp": True, "channels_last": True},
+    "compile": {**_OFF, "compile": True},
     "compile+bf16+channels_last": {"compile": True, "amp": True, "channels_last": True},
 }
-"""Each lever as the :class:`~kdtutor.train.TrainConfig` fields that turn it on."""
+"""Each lever as the :class:`~kdtutor.train.TrainConfig` fields that turn it on (and the
+others off, whatever the defaults)."""
 
 
 @dataclass(frozen=True)

@@ -389,7 +389,8 @@ def run_speed(
                             cache=variant == "kdtutor+cache",
                             seed=r,
                             device=str(dev),
-                            amp=False,
+                            amp=False,  # the hand-written loop runs in float32
+                            channels_last=False,
                             progress=False,
                         )
                         _sync(dev)

@@ -64,6 +64,8 @@ class FitResult:
     seconds: float
     config: dict[str, Any] = field(default_factory=dict)
     metric: str = "accuracy"
+    runtime: dict[str, Any] = field(default_factory=dict)
+    """How it was computed: device, autocast dtype, channels-last, compile, threads."""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -310,6 +312,9 @@ def fit(
     ctx = distributed.setup(torch.device(cfg.device).type if cfg.device else None)
     device = resolve_device(cfg.device, ctx.local_rank if ctx.enabled else None)
     rt = resolve_runtime(cfg, device)
+    if rt.amp:
+        precision = str(rt.amp_dtype).removeprefix("torch.")
+        cache_options = dataclasses.replace(cache_options, precision=precision)
     seed_everything(cfg.seed)
     if cfg.deterministic:
         set_deterministic(True)
@@ -351,7 +356,8 @@ def fit(
             Path(resume), distiller, optimizers, schedulers, scaler
         )
 
-    _open_cache(distiller, train_data, task, augment, cache_options, ctx, device)
+    with _autocast(rt, device):  # cached outputs are what the teacher gives in training
+        _open_cache(distiller, train_data, task, augment, cache_options, ctx, device)
     steps = Steps(
         step_module,
         optimizers,
@@ -378,12 +384,7 @@ def fit(
                 n = _batch_len(batch)
                 if batch.global_size is not None:  # DDP averages: weigh by the share of the batch
                     steps.batch_share = n * ctx.world_size / batch.global_size
-                autocast = (
-                    torch.autocast(device_type=device.type, dtype=rt.amp_dtype)
-                    if rt.amp
-                    else contextlib.nullcontext()
-                )
-                with autocast:
+                with _autocast(rt, device):
                     outputs, losses = distiller.train_step(batch, steps)
                 steps.end_batch()
                 for name, value in losses.items():
@@ -430,7 +431,15 @@ def fit(
         distiller.teacher_cache = None
         if cfg.deterministic:
             set_deterministic(False)
-    return _summarize(distiller.name, history, cfg, task)
+    result = _summarize(distiller.name, history, cfg, task)
+    result.runtime = rt.describe()
+    return result
+
+
+def _autocast(rt: Runtime, device: torch.device) -> contextlib.AbstractContextManager[Any]:
+    if not rt.amp:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=rt.amp_dtype)
 
 
 def _test_record(
