@@ -11,8 +11,9 @@ from .base import Distiller, HParams, TeacherOutputs
 from .feature_base import FeatureDistiller, FeatureHParams
 from .hparams import LossWeights
 from .registry import build_distiller, get_method, list_methods, register_method
+from .steps import OptimizerGroup, Steps
 
-_INFRASTRUCTURE = {"base", "feature_base", "hparams", "registry"}
+_INFRASTRUCTURE = {"base", "feature_base", "hparams", "registry", "steps"}
 for _module in pkgutil.iter_modules(__path__):
     if _module.name not in _INFRASTRUCTURE and not _module.name.startswith("_"):
         importlib.import_module(f"{__name__}.{_module.name}")
@@ -23,6 +24,8 @@ __all__ = [
     "FeatureHParams",
     "HParams",
     "LossWeights",
+    "OptimizerGroup",
+    "Steps",
     "TeacherOutputs",
     "build_distiller",
     "get_method",

@@ -26,10 +26,10 @@ from torch import Tensor, nn
 from ..cache import CacheOptions, TeacherCache, TeacherOutputs, open_teacher_cache, teacher_forward
 from ..errors import KDTutorError, ShapeMismatchError
 from .hparams import HParams
+from .steps import OptimizerGroup, Steps
 
 if TYPE_CHECKING:
     from ..data import Batch
-    from ..train.steps import OptimizerGroup, Steps
 
 
 class Distiller(nn.Module):
@@ -177,8 +177,6 @@ class Distiller(nn.Module):
         """The optimizers to build, by name: one ``"student"`` group over
         :meth:`trainable_parameters` unless a method declares more (each parameter in one
         group; a group's unset fields take the training config's values)."""
-        from ..train.steps import OptimizerGroup  # the trainer's module; imported when used
-
         return {"student": OptimizerGroup(list(self.trainable_parameters()))}
 
     def train_step(self, batch: Batch, steps: Steps) -> tuple[Any, dict[str, Tensor]]:

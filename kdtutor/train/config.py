@@ -20,7 +20,7 @@ class TrainConfig:
     ``schedule="step"`` multiplies the learning rate by ``gamma`` at each of ``milestones``
     (epochs; RepDistiller: 150, 180, 210 of 240); ``"cosine"`` anneals it to zero. These
     optimizer settings apply to every optimizer group of a distiller unless the group
-    overrides them (:class:`~kdtutor.train.steps.OptimizerGroup`).
+    overrides them (:class:`~kdtutor.methods.steps.OptimizerGroup`).
 
     ``task`` (``None``: the dataset's ``task`` attribute, else ``"classification"``) chooses
     how targets collate and how runs are scored; ``metric`` (``None``: the task's primary)

@@ -1,7 +1,7 @@
 """The one training loop, shared by every method.
 
 ``fit`` asks the distiller for its optimizer groups, and for each batch calls the
-distiller's ``train_step``, which runs its networks and asks :class:`~kdtutor.train.steps.Steps`
+distiller's ``train_step``, which runs its networks and asks :class:`~kdtutor.methods.steps.Steps`
 to step one group or several (a student; peers; a discriminator or a generator). It then
 evaluates every network the distiller exposes with the task's metrics, records a per-epoch
 history and writes atomic checkpoints from which ``resume=`` continues bit-identically on
@@ -34,13 +34,13 @@ from ..data import ArrayDataset, Batch, BatchLoader, build_augment
 from ..data.torch_loaders import DataLoaderAdapter, DatasetLoader, SyntheticLoader
 from ..data.transforms import BatchTransform, FixedViews
 from ..errors import KDTutorError
-from ..methods import Distiller, build_distiller
+from ..methods import Distiller, Steps, build_distiller
 from ..seeding import seed_everything, set_deterministic
 from ..tasks import Classification, Task, get_task, move_to
 from .checkpoints import load_checkpoint, save_checkpoint
 from .config import Runtime, TrainConfig, resolve_device, resolve_runtime
 from .evaluation import evaluate_networks
-from .steps import Steps, build_optimizers
+from .optim import build_optimizers
 
 logger = logging.getLogger("kdtutor.train")
 
