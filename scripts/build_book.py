@@ -15,6 +15,7 @@ import argparse
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import yaml
@@ -35,10 +36,18 @@ def ensure_mathjax() -> Path:
         raise SystemExit(
             f"MathJax not found at {source}: reinstall with `make venv` (django-static-mathjax)."
         )
-    tmp = STATIC / ".mathjax.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(source, tmp)
-    tmp.rename(target)
+    # a folder of its own per process, renamed into place: two builds at once (pytest-xdist
+    # workers) each copy, the first rename wins and the other copy is dropped
+    STATIC.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".mathjax.", dir=STATIC))
+    try:
+        shutil.copytree(source, tmp, dirs_exist_ok=True)
+        tmp.rename(target)
+    except OSError:
+        if not (target / "tex-chtml.js").exists():
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 
