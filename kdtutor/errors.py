@@ -22,6 +22,11 @@ class DataNotFoundError(KDTutorError, FileNotFoundError):
     """Data files are missing; the message says where they were expected and how to get them."""
 
 
+class DataFormatError(KDTutorError, ValueError):
+    """Data that exists but cannot be used: an unreadable image file, an image folder laid out
+    wrongly, or a dataset loader that returns something other than it promised."""
+
+
 class ShapeMismatchError(KDTutorError, ValueError):
     """Two tensors (or models) whose shapes cannot be combined."""
 

@@ -12,7 +12,15 @@ from .arrays import ArrayDataset, channel_stats
 from .diskcache import cache_dir
 from .loader import Batch, BatchLoader
 from .real import data_root, digits, folder_dataset, mnist5k
-from .registry import DatasetInfo, clear_cache, dataset_info, list_datasets, load_dataset
+from .registry import (
+    DatasetInfo,
+    clear_cache,
+    dataset_info,
+    list_datasets,
+    load_dataset,
+    register_dataset,
+    unregister_dataset,
+)
 from .shapes import CLASSES as SHAPES_CLASSES
 from .shapes import ShapesConfig, make_shapes, shapes_dataset
 from .transforms import AUGMENTATIONS, BatchTransform, Identity, RandomCropFlip, build_augment
@@ -40,5 +48,7 @@ __all__ = [
     "load_dataset",
     "make_shapes",
     "mnist5k",
+    "register_dataset",
     "shapes_dataset",
+    "unregister_dataset",
 ]
