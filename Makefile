@@ -6,16 +6,28 @@ STAMP  := $(VENV)/.installed
 
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: venv browser test test-fast lint book book-times book-student clean
+.PHONY: venv lock browser test test-fast lint book book-times book-student clean
 
-## venv: create .venv with the pinned dependencies (idempotent; redone when pyproject.toml changes)
+LOCK   := requirements/book.lock
+
+## venv: create .venv with the exact versions the book is built with (requirements/book.lock),
+##   then kdtutor itself, editable (idempotent; redone when pyproject.toml or the lock changes)
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet -r $(LOCK)
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
+
+## lock: re-resolve pyproject.toml's dependencies (and the dev, notebooks, tensorboard and timm
+##   extras) into .venv and write the exact versions to requirements/book.lock
+lock:
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -e ".[dev,notebooks,tensorboard,timm]"
+	{ head -n 2 $(LOCK); $(PY) -m pip freeze --all --exclude-editable | grep -v -e '^kdtutor' -e '^pip=='; } > $(LOCK).new
+	mv $(LOCK).new $(LOCK)
 
 ## browser: headless Chromium for the book's browser test (Debian package; needs root the first time)
 browser:

@@ -18,6 +18,12 @@ from .errors import KDTutorError
 
 EXAMPLES = {
     "distill": """examples:
+  kdtutor distill --config exp.yaml train.lr=0.1 hparams.T=8 --run-dir runs/kd
+  kdtutor distill --run-dir runs/kd --resume      # continue an interrupted run
+  kdtutor distill --dataset folder:~/pets --student resnet8x4 --method scratch \\
+      --run-dir runs/pets --save-student
+  kdtutor distill --dataset folder:~/pets --teacher resnet8x4:runs/pets/student-seed0.pt \\
+      --student cnn_small --method kd --run-dir runs/pets-kd
   kdtutor distill --dataset shapes --teacher zoo:shapes_cnn_large --student cnn_small \\
       --method kd --epochs 10 --seeds 0,1,2 --out results.json
   kdtutor distill --dataset shapes --student cnn_small --method scratch --epochs 5
@@ -41,6 +47,9 @@ EXAMPLES = {
   kdtutor bench --suite knowledge --preset book --jobs 2
   kdtutor bench --suite knowledge --preset book --methods scratch,kd,crd --seeds 0
   KDTUTOR_DATA=~/datasets kdtutor bench --suite knowledge --preset repdistiller   # on a GPU""",
+    "plot": """examples:
+  kdtutor plot runs/kd                 # writes runs/kd/curves.png (also while the run trains)
+  kdtutor plot results.json --out curves.pdf""",
     "cache": """examples:
   kdtutor cache list     # disk caches made with fit(..., cache_location="disk")
   kdtutor cache clear""",
@@ -50,8 +59,6 @@ EXAMPLES = {
   kdtutor zoo train shapes_cnn_large
   KDTUTOR_DATA=~/datasets kdtutor zoo train cifar100_resnet56   # on a GPU; kept in $KDTUTOR_DATA/teachers""",
 }
-
-SMOKE_SIZES = {"train": 1000, "test": 500}
 
 
 def _parse_value(text: str) -> Any:
@@ -97,97 +104,95 @@ def _positive_float(text: str) -> float:
 
 
 # --------------------------------------------------------------------------------------------
+_TRAIN_FLAGS = (
+    "epochs",
+    "batch_size",
+    "lr",
+    "optimizer",
+    "schedule",
+    "augment",
+    "cache_location",
+    "cache_dtype",
+    "cache_views",
+    "channels_last",
+    "compile",
+    "workers",
+    "device",
+)
+_TOP_FLAGS = (
+    "dataset",
+    "student",
+    "teacher",
+    "method",
+    "seeds",
+    "scale",
+    "train_size",
+    "test_size",
+    "data",
+)
+
+
+def _flags_as_experiment(args: argparse.Namespace) -> dict[str, Any]:
+    """The options given on the command line (only those given) as experiment values."""
+    values: dict[str, Any] = {
+        k: getattr(args, k) for k in _TOP_FLAGS if getattr(args, k) is not None
+    }
+    train = {k: getattr(args, k) for k in _TRAIN_FLAGS if getattr(args, k) is not None}
+    if args.cache is False:
+        train["cache"] = False
+    if args.amp is not None:
+        train["amp"] = {"auto": None, "off": False}.get(args.amp, True)
+        if args.amp in ("bf16", "fp16"):
+            train["amp_dtype"] = "float16" if args.amp == "fp16" else "bfloat16"
+    if train:
+        values["train"] = train
+    if args.set:
+        values["hparams"] = _parse_sets(args.set)
+    return values
+
+
 def cmd_distill(args: argparse.Namespace) -> int:
     from . import distributed
-    from .data import dataset_info, load_dataset
+    from .experiment import load_experiment
     from .io import atomic_write_json
-    from .methods import build_distiller, get_method
-    from .models import build_model
-    from .scales import current_scale
-    from .train import parse_seeds, run_seeds
-    from .zoo import load_teacher
+    from .launch import prepare_run_folder, run_experiment
 
-    scale = current_scale(args.scale)
-    seeds = parse_seeds(args.seeds)
-    hparams = _parse_sets(args.set or [])
-    method = get_method(args.method)  # fail fast on bad input, before loading anything
-    if method.requires_teacher and args.teacher in (None, "none"):
-        raise KDTutorError(
-            f"method {args.method!r} needs a teacher: add --teacher zoo:<name> (see `kdtutor zoo list`), "
-            "or use --method scratch to train the student alone."
-        )
-    sizes = dataset_info(args.dataset).sizes
-    smoke = scale == "smoke"
-    train_size = args.train_size or (min(SMOKE_SIZES["train"], sizes[0]) if smoke else None)
-    test_size = args.test_size or (min(SMOKE_SIZES["test"], sizes[1]) if smoke else None)
-    train = load_dataset(args.dataset, "train", size=train_size, root=args.data)
-    test = load_dataset(args.dataset, "test", size=test_size, root=args.data)
+    flags = _flags_as_experiment(args)
+    config_path = args.config
+    if args.resume and args.run_dir and config_path is None:
+        # `kdtutor distill --run-dir runs/x --resume` continues the run recorded there
+        _, previous = prepare_run_folder(args.run_dir, resume=True, overwrite=False)
+        config_path = Path(args.run_dir) / "config.yaml" if previous is not None else None
+    experiment = load_experiment(config_path, args.overrides or (), base=flags)
     out = Path(args.out) if args.out else None
     if out is not None and not out.parent.exists():
         raise KDTutorError(
             f"cannot write results to {out}: the folder {out.parent} does not exist. Create it first."
         )
-
-    teacher = None
-    if args.teacher and args.teacher != "none":
-        if not args.teacher.startswith("zoo:"):
-            raise KDTutorError(
-                f"--teacher must be zoo:<name> (see `kdtutor zoo list`) or none, got {args.teacher!r}."
-            )
-        teacher = load_teacher(args.teacher)
-
-    def make(seed: int):
-        student = build_model(
-            args.student, num_classes=train.num_classes, in_channels=train.in_channels
+    if out is not None and out.is_dir():
+        raise KDTutorError(
+            f"--out {out} is a folder: give a file name, e.g. {out / 'results.json'}."
         )
-        return build_distiller(
-            args.method, student, teacher, hparams, input_shape=tuple(train.images.shape[1:])
-        )
-
-    fit_config = {
-        "epochs": args.epochs,
-        "batch_size": args.batch_size,
-        "lr": args.lr,
-        "optimizer": args.optimizer,
-        "schedule": args.schedule,
-        "augment": args.augment,
-        "cache": "auto" if args.cache else False,
-        "cache_location": args.cache_location,
-        "cache_dtype": args.cache_dtype,
-        "cache_views": args.cache_views,
-        "amp": {"auto": None, "off": False}.get(args.amp, True),
-        "amp_dtype": "float16" if args.amp == "fp16" else "bfloat16",
-        "channels_last": args.channels_last,
-        "compile": args.compile or False,
-        "workers": args.workers,
-    }
-    if args.device:
-        fit_config["device"] = args.device
-    main_process = distributed.setup(args.device.split(":")[0] if args.device else None).is_main
-    run = run_seeds(
-        make,
-        train,
-        test,
-        seeds=seeds,
-        config=fit_config,
+    if out is not None and args.checkpoint and out.resolve() == Path(args.checkpoint).resolve():
+        raise KDTutorError("--out and --checkpoint name the same file: give them different paths.")
+    command = "kdtutor " + " ".join(sys.argv[1:])
+    run, payload = run_experiment(
+        experiment,
+        args.run_dir,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        save_student=args.save_student,
+        tensorboard=args.tensorboard,
         checkpoint=args.checkpoint,
-        seed_log=print if main_process else None,
-        log=print if args.verbose else None,
         progress=args.progress,
+        command=command,
     )
-    if not main_process:  # in a torchrun launch, rank 0 reports and writes the results
+    if not distributed.setup().is_main:  # in a torchrun launch, rank 0 reports and writes
         return 0
     print(format_seeds_table(run))
+    if args.run_dir:
+        print(f"wrote {args.run_dir}")
     if out is not None:
-        payload = {
-            "command": "kdtutor " + " ".join(sys.argv[1:]),
-            "dataset": args.dataset,
-            "teacher": args.teacher,
-            "student": args.student,
-            "hparams": hparams,
-            "scale": scale,
-            **run.to_dict(),
-        }
         atomic_write_json(out, payload)
         print(f"wrote {out}")
     return 0
@@ -324,6 +329,25 @@ def cmd_cache(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plot(args: argparse.Namespace) -> int:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from .curves import plot_learning_curves
+
+    source = Path(args.path)
+    out = (
+        Path(args.out)
+        if args.out
+        else (source if source.is_dir() else source.parent) / "curves.png"
+    )
+    if out.is_dir():
+        raise KDTutorError(f"--out {out} is a folder: give a file name such as curves.png.")
+    plot_learning_curves(source, out)
+    print(f"wrote {out}")
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     if args.speed:
         return _bench_speed(args)
@@ -404,6 +428,35 @@ def _bench_knowledge(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------------------------
+def _add_verbosity(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="-v: a line per epoch; -vv: debug messages too",
+    )
+    p.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+
+
+def configure_logging(verbose: int = 0, quiet: bool = False) -> None:
+    """Send kdtutor's log records to stderr: one line per seed by default, one per epoch with
+    ``-v``, debug messages with ``-vv``, only warnings with ``-q``."""
+    import logging
+
+    root = logging.getLogger("kdtutor")
+    if not any(getattr(h, "_kdtutor_cli", False) for h in root.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler._kdtutor_cli = True  # type: ignore[attr-defined]
+        root.addHandler(handler)
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose >= 2 else logging.INFO)
+    root.setLevel(level)
+    epochs = logging.getLogger("kdtutor.train.epochs")
+    epochs.setLevel(logging.NOTSET if verbose or quiet else logging.WARNING)
+
+
+# --------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -424,16 +477,34 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXAMPLES["distill"],
         formatter_class=formatter,
     )
-    p.add_argument("--dataset", required=True, help="dataset name (`kdtutor datasets`)")
-    p.add_argument("--student", required=True, help="student model name (`kdtutor models`)")
-    p.add_argument("--teacher", default="none", help="zoo:<name> (`kdtutor zoo list`) or none")
-    p.add_argument("--method", default="kd", help="method name (`kdtutor methods`); default kd")
-    p.add_argument("--epochs", type=_positive_int, default=10)
-    p.add_argument("--seeds", default="0", help="comma-separated seeds, e.g. 0,1,2 (default 0)")
-    p.add_argument("--batch-size", type=_positive_int, default=128)
-    p.add_argument("--lr", type=_positive_float, default=0.05)
-    p.add_argument("--optimizer", choices=["sgd", "adam", "adamw"], default="sgd")
-    p.add_argument("--schedule", choices=["cosine", "step", "constant"], default="cosine")
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="experiment overrides, applied last: train.lr=0.1, hparams.T=8, epochs=3 "
+        "(a bare TrainConfig field means train.<field>)",
+    )
+    p.add_argument("--config", default=None, help="experiment YAML file (see kdtutor.experiment)")
+    p.add_argument(
+        "--dataset", default=None, help="dataset name (`kdtutor datasets`) or folder:PATH"
+    )
+    p.add_argument(
+        "--student",
+        default=None,
+        help="model name (`kdtutor models`), NAME:weights.pt or timm:NAME",
+    )
+    p.add_argument(
+        "--teacher",
+        default=None,
+        help="zoo:<name> (`kdtutor zoo list`), NAME:weights.pt, timm:NAME:weights.pt or none",
+    )
+    p.add_argument("--method", default=None, help="method name (`kdtutor methods`); default kd")
+    p.add_argument("--epochs", type=_positive_int, default=None, help="default 10")
+    p.add_argument("--seeds", default=None, help="comma-separated seeds, e.g. 0,1,2 (default 0)")
+    p.add_argument("--batch-size", type=_positive_int, default=None, help="default 128")
+    p.add_argument("--lr", type=_positive_float, default=None, help="default 0.05")
+    p.add_argument("--optimizer", choices=["sgd", "adam", "adamw"], default=None)
+    p.add_argument("--schedule", choices=["cosine", "step", "constant"], default=None)
     p.add_argument(
         "--augment",
         default=None,
@@ -443,13 +514,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-cache",
         dest="cache",
         action="store_false",
+        default=None,
         help="always run the teacher, never cache its outputs",
     )
     p.add_argument(
         "--set",
         action="append",
         metavar="KEY=VALUE",
-        help="method hyperparameter, e.g. --set T=4 (repeatable)",
+        help="method hyperparameter, e.g. --set T=4 (repeatable; same as hparams.T=4)",
     )
     p.add_argument(
         "--train-size", type=_positive_int, default=None, help="use the first N training samples"
@@ -467,32 +539,54 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA when present)"
     )
-    p.add_argument("--out", default=None, help="write the results as JSON here")
-    p.add_argument(
+    outputs = p.add_argument_group("outputs")
+    outputs.add_argument(
+        "--run-dir",
+        default=None,
+        help="run folder: config.yaml, metrics.jsonl, last/best checkpoints, results.json",
+    )
+    outputs.add_argument(
+        "--resume", action="store_true", help="continue the run in --run-dir (or --checkpoint)"
+    )
+    outputs.add_argument(
+        "--overwrite", action="store_true", help="delete the run in --run-dir and start again"
+    )
+    outputs.add_argument(
+        "--save-student",
+        action="store_true",
+        help="also write the student's final weights (student-seed<N>.pt) to --run-dir",
+    )
+    outputs.add_argument(
+        "--tensorboard",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="TensorBoard scalars in --run-dir/tensorboard (default: when installed)",
+    )
+    outputs.add_argument("--out", default=None, help="write the results as JSON here")
+    outputs.add_argument(
         "--checkpoint",
         default=None,
         help="write a resumable checkpoint here after every epoch ({seed} is replaced by the seed)",
     )
-    p.add_argument("--progress", action="store_true", default=None, help="show progress bars")
-    p.add_argument("--verbose", action="store_true", help="print one line per epoch")
+    outputs.add_argument("--progress", action="store_true", default=None, help="show progress bars")
     perf = p.add_argument_group("speed (see the book's appendix 'Performance and scaling')")
     perf.add_argument(
         "--cache-location",
         choices=["memory", "disk"],
-        default="memory",
+        default=None,
         help="keep teacher outputs in memory or memory-mapped on disk ($KDTUTOR_CACHE)",
     )
-    perf.add_argument("--cache-dtype", choices=["float32", "float16"], default="float32")
+    perf.add_argument("--cache-dtype", choices=["float32", "float16"], default=None)
     perf.add_argument(
         "--cache-views",
         type=int,
-        default=0,
+        default=None,
         help="with --augment: cache this many fixed augmented views per image (approximation)",
     )
     perf.add_argument(
         "--amp",
         choices=["auto", "bf16", "fp16", "off"],
-        default="auto",
+        default=None,
         help="mixed precision (auto: bf16 on CUDA, off on CPU; bf16 on CPU needs bf16 units)",
     )
     perf.add_argument(
@@ -515,7 +609,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="loader threads (default: 2 with CUDA, 0 on CPU)",
     )
-    p.set_defaults(func=cmd_distill)
+    _add_verbosity(p)
+    p.set_defaults(func=cmd_distill, usage_error=p.error)
 
     p = sub.add_parser(
         "models",
@@ -587,6 +682,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser(
+        "plot",
+        help="draw learning curves of a run folder, metrics.jsonl or results JSON",
+        epilog=EXAMPLES["plot"],
+        formatter_class=formatter,
+    )
+    p.add_argument("path", help="run folder (--run-dir), its metrics.jsonl, or --out results JSON")
+    p.add_argument("--out", default=None, help="image file (default: curves.png beside the input)")
+    p.set_defaults(func=cmd_plot)
+
+    p = sub.add_parser(
         "cache",
         help="list or delete the teacher-output caches kept on disk",
         epilog=EXAMPLES["cache"],
@@ -615,6 +720,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (0 ok, 2 bad input)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    configure_logging(getattr(args, "verbose", 0), getattr(args, "quiet", False))
+    if args.command == "distill" and not (args.config or (args.resume and args.run_dir)):
+        missing = [f"--{k}" for k in ("dataset", "student") if getattr(args, k) is None]
+        if missing:
+            args.usage_error(
+                f"the following arguments are required: {', '.join(missing)} (or --config FILE)"
+            )
     try:
         return int(args.func(args))
     except (KDTutorError, ValueError, argparse.ArgumentTypeError) as exc:

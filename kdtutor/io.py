@@ -111,6 +111,12 @@ def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
+def atomic_savefig(fig: Any, path: str | os.PathLike[str], **kwargs: Any) -> None:
+    """Save a matplotlib figure atomically, in the format its suffix names (png, pdf, svg)."""
+    with atomic_open(path, "wb") as f:
+        fig.savefig(f, format=Path(path).suffix.lstrip(".").lower() or "png", **kwargs)
+
+
 def safe_load(path: str | os.PathLike[str], what: str = "checkpoint") -> Any:
     """``torch.load`` with ``weights_only=True`` on CPU, turning failures into clear errors."""
     path = Path(path)

@@ -1,6 +1,6 @@
 """Teacher zoo: book-scale teachers, shipped with sha256 sums, re-trainable from a recorded recipe.
 
-Weights live in ``data/zoo/`` (or ``$KDTUTOR_ZOO``) as float16 state dicts beside a
+Weights live in the package data folder ``kdtutor/zoo_data/`` (or ``$KDTUTOR_ZOO``) as float16 state dicts beside a
 ``manifest.json`` that records, per teacher, the file's sha256, the model, the dataset, the
 training recipe and the accuracy it reached. Loading checks the checksum (a mismatch is an
 error, never a silent retrain) and uses ``torch.load(weights_only=True)``.
@@ -22,13 +22,17 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from .errors import ChecksumError, DataNotFoundError, KDTutorError, unknown_name
 from .io import atomic_save, atomic_write_json, safe_load, sha256_file
+from .locations import shipped_zoo_dir, source_checkout
+
+if TYPE_CHECKING:
+    from .models.spec import TrainedOn
 
 WEIGHTS_FORMAT = "kdtutor-weights/1"
 
@@ -144,11 +148,21 @@ RECIPES: dict[str, ZooRecipe] = {
 
 
 def zoo_dir() -> Path:
-    """``$KDTUTOR_ZOO`` if set, else the repository's ``data/zoo``: the shipped teachers."""
+    """``$KDTUTOR_ZOO`` if set, else the package data ``kdtutor/zoo_data``: the shipped teachers."""
     env = os.environ.get("KDTUTOR_ZOO")
     if env:
-        return Path(env)
-    return Path(__file__).resolve().parent.parent / "data" / "zoo"
+        return Path(env).expanduser()
+    return shipped_zoo_dir()
+
+
+def _writable_folder(folder: Path, name: str) -> Path:
+    """``folder`` unless it is the shipped zoo of an installed package, which is never written."""
+    if folder == shipped_zoo_dir() and source_checkout() is None:
+        raise ZooError(
+            f"cannot retrain {name!r} into the installed package ({folder}). Set KDTUTOR_ZOO to "
+            "a folder of your own (e.g. KDTUTOR_ZOO=~/kdtutor-zoo) and train it there."
+        )
+    return folder
 
 
 TEACHERS_FOLDER = "teachers"
@@ -282,7 +296,7 @@ def verify(name: str) -> Path:
     entry = read_manifest(folder).get(recipe.name)
     path = folder / f"{recipe.name}.pt"
     if entry is None or not path.exists():
-        restore = "" if is_external(recipe) else " (or restore data/zoo from git)"
+        restore = "" if is_external(recipe) else " (or reinstall kdtutor)"
         raise MissingWeightsError(
             f"zoo teacher {recipe.name!r} has no weights in {folder}. Train it with "
             f"{_train_command(recipe)}{restore}."
@@ -307,7 +321,23 @@ def load_teacher(name: str, device: str | torch.device = "cpu") -> nn.Module:
     ``name`` may carry the CLI's ``zoo:`` prefix.
     """
     recipe = get_recipe(name)
-    return _load_weights(recipe, verify(recipe.name)).to(device)
+    model = _load_weights(recipe, verify(recipe.name)).to(device)
+    model.trained_on = trained_on(recipe.name)  # checked by fit against the data
+    return model
+
+
+def trained_on(name: str) -> TrainedOn:
+    """The dataset, class count and input shape a zoo teacher was trained on (its recipe's
+    dataset, as its manifest entry records it)."""
+    from .data import dataset_info
+    from .models.spec import TrainedOn
+
+    recipe = get_recipe(name)
+    folder = recipe_dir(recipe)
+    entry = read_manifest(folder).get(recipe.name, {}) if folder is not None else {}
+    info = dataset_info(entry.get("dataset", recipe.dataset))
+    size = info.image_size
+    return TrainedOn(info.name, info.num_classes, (info.in_channels, size, size))
 
 
 def _load_weights(recipe: ZooRecipe, path: Path) -> nn.Module:
@@ -351,11 +381,14 @@ def train_teacher(
     folder = recipe_dir(recipe)
     if folder is None:  # not reached in practice: the dataset came from $KDTUTOR_DATA
         raise MissingWeightsError(f"set KDTUTOR_DATA to store {recipe.name!r}.")
+    folder = _writable_folder(folder, recipe.name)
     config = {**recipe.train, **overrides, "seed": recipe.seed}
     if "epochs" in overrides and "milestones" not in overrides and config.get("milestones"):
         config["milestones"] = scaled_milestones(
             config["milestones"], config["epochs"], recipe.train["epochs"]
         )
+        if config.get("schedule") == "step" and not config["milestones"]:
+            config["schedule"] = "constant"  # too few epochs for any of the recipe's steps
     seed_everything(recipe.seed)
     model = _build(recipe)
     started = time.perf_counter()

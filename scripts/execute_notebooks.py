@@ -86,7 +86,10 @@ def source_hash(nb: nbformat.NotebookNode) -> str:
 def package_hash(root: Path = ROOT) -> str:
     """sha256 of the package's Python files and the zoo manifest (all of them, used or not)."""
     digest = hashlib.sha256()
-    paths = [*sorted((root / "kdtutor").rglob("*.py")), root / "data" / "zoo" / "manifest.json"]
+    paths = [
+        *sorted((root / "kdtutor").rglob("*.py")),
+        root / "kdtutor" / "zoo_data" / "manifest.json",
+    ]
     for path in paths:
         if path.exists():
             digest.update(str(path.relative_to(root)).encode())

@@ -8,7 +8,8 @@ the test files need not say it; ``make test-fast`` runs ``unit`` and ``methods``
 - ``unit``: the package's parts (data, models, trainer, cache, CLI, zoo, bench, io), fast;
 - ``methods``: the distillation methods (losses, distillers, resume) and the coursework checkers;
 - ``notebooks``: executes notebooks (papermill and nbval at smoke scale, the uses recorder);
-- ``book``: the HTML build, the browser check, the book's generated pages and tables.
+- ``book``: the built artefacts: the HTML book, the browser check, the book's generated pages
+  and tables, the wheel installed outside the repository.
 
 ``slow`` (trains or runs subprocesses for more than a few seconds on 2 cores) is given by
 :data:`SLOW` to tests whose files do not mark it themselves.
@@ -68,6 +69,7 @@ TIERS: dict[str, str] = {
     "test_book.py": "book",
     "test_book_times.py": "book",
     "test_performance_page.py": "book",
+    "test_wheel_install.py": "book",
     "test_methods.py": "methods",
     "test_kd_loss.py": "methods",
     "test_response_methods.py": "methods",
@@ -84,6 +86,10 @@ SLOW: tuple[str, ...] = (
     "test_kill_resume.py::test_sigkill_*",  # trains in a subprocess killed 8 times: 33 s
     "test_distributed.py::*",  # torchrun with 2 gloo processes: 7-19 s each
     "test_engine.py::test_a_generator_fed_data_free_run_ends_above_chance",  # 30 s
+    "test_wheel_install.py::*",  # builds and installs the wheel, runs the quick start: 40 s
+    "test_experiments.py::test_sigint_*",  # CLI subprocesses, each 5-15 s
+    "test_experiments.py::test_metrics_jsonl_*",
+    "test_experiments.py::test_verbosity_*",
 )
 """Node ids (globs, relative to ``tests/``) of tests marked ``slow`` here (measured on 2 busy
 cores); ``make test`` runs them, ``make test-fast`` does not."""

@@ -106,7 +106,7 @@ def _pickle_with_code(tmp: Path):
 
 
 def _tampered_zoo(tmp: Path, monkeypatch_env):
-    source = Path(__file__).resolve().parents[1] / "data" / "zoo"
+    source = Path(__file__).resolve().parents[1] / "kdtutor" / "zoo_data"
     zoo = tmp / "zoo"
     shutil.copytree(source, zoo)
     weights = zoo / "mnist5k_cnn.pt"
@@ -149,7 +149,7 @@ CASES = [
          ("teacher", "input_shape")),
     Case("data of another shape", lambda t: fit(build_distiller("at", tiny(), medium()),
          load_dataset("mnist5k", size=32), epochs=1), ShapeMismatchError,
-         ("(1, 28, 28)", "input_shape=")),
+         ("takes 3-channel images but the data has 1", "in_channels=1")),
     Case("feature path that does not exist", lambda t: FeatureExtractor(tiny(), ["stages.7"]),
          UnknownNameError, ("unknown feature path", "list_paths")),
     Case("student feature path that does not exist", lambda t: build_distiller("at", tiny(),

@@ -95,7 +95,7 @@ def test_zoo_train_under_torchrun_writes_once_from_rank_0(tmp_path, monkeypatch)
     import shutil
 
     zoo = tmp_path / "zoo"
-    shutil.copytree(ROOT / "data" / "zoo", zoo)
+    shutil.copytree(ROOT / "kdtutor" / "zoo_data", zoo)
     before = json.loads((zoo / "manifest.json").read_text())["mnist5k_mlp"]
     monkeypatch.setenv("KDTUTOR_ZOO", str(zoo))
     result = _run(["zoo", "train", "mnist5k_mlp", "--epochs", "1"], tmp_path, 2)

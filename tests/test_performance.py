@@ -355,9 +355,20 @@ def test_gpu_options_change_nothing_on_cpu(shapes):
     gpu_only = {"amp": True, "amp_dtype": "float16", "pin_memory": True, "workers": 2}
     same, same_loss = train(**gpu_only, channels_last=False)
     assert loss == same_loss and all(torch.equal(base[k], same[k]) for k in base)
-    nhwc, _ = train(amp=False, channels_last=True)
+    # channels_last and compile reorder float sums, so they agree to rounding, not bit for bit:
+    # compared after one step, before six SGD steps amplify the rounding (running_var once
+    # drifted 1.3e-5 apart after two epochs on a fresh clone)
+    one_step = {"epochs": 1, "batch_size": len(shapes), "cache": False}
+
+    def step(**options):
+        d = build_distiller("kd", small_cnn(), teacher)
+        fit(d, shapes, None, **one_step, **options)
+        return d.student.state_dict()
+
+    base = step(**fp32)
+    nhwc = step(amp=False, channels_last=True)
     assert all(torch.allclose(base[k], nhwc[k], atol=1e-5) for k in base)
-    compiled, _ = train(**fp32, compile="eager")
+    compiled = step(**fp32, compile="eager")
     assert all(torch.allclose(base[k], compiled[k], atol=1e-5) for k in base)
 
 

@@ -22,7 +22,7 @@ import execute_notebooks as en  # noqa: E402
 import notebook_uses  # noqa: E402
 
 USED_MODULE = "kdtutor/scales.py"
-USED_DATA = "data/zoo/manifest.json"
+USED_DATA = "kdtutor/zoo_data/manifest.json"
 UNRELATED = "kdtutor/compression.py"
 
 

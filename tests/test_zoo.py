@@ -67,7 +67,7 @@ def test_unknown_teacher_suggests():
 def test_shipped_teachers_verify():
     """Every teacher in the repository's manifest matches its sha256 and loads."""
     names = sorted(zoo.read_manifest())
-    assert names, "data/zoo/manifest.json lists no shipped teacher"
+    assert names, "kdtutor/zoo_data/manifest.json lists no shipped teacher"
     total = 0
     for name in names:
         total += zoo.verify(name).stat().st_size

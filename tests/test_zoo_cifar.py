@@ -14,7 +14,7 @@ labels and class names) runs as it does on the real files.
 
 The teacher is the real ``cifar100_resnet56`` recipe (no smaller stand-in): one epoch on 200
 images takes a few seconds on one CPU core. Weights and manifest go to
-``$KDTUTOR_DATA/teachers`` in a temporary folder; the repository's ``data/zoo`` is checked to be
+``$KDTUTOR_DATA/teachers`` in a temporary folder; the package's ``kdtutor/zoo_data`` is checked to be
 untouched. Nothing here reaches the network.
 """
 
@@ -49,7 +49,7 @@ from kdtutor.data import clear_cache, load_dataset
 from kdtutor.errors import ChecksumError, DataNotFoundError
 from kdtutor.io import sha256_file
 
-REPO_ZOO = Path(__file__).resolve().parents[1] / "data" / "zoo"
+REPO_ZOO = Path(__file__).resolve().parents[1] / "kdtutor" / "zoo_data"
 TEACHERS = ("cifar100_wrn_40_2", "cifar100_resnet56", "cifar100_resnet32x4", "cifar100_vgg13")
 
 

@@ -369,7 +369,10 @@ def run_suite(
                 "different schedules do not mix in one file."
             )
         milestones = scaled_milestones(preset.milestones, epochs, preset.epochs)
-        preset = dataclasses.replace(preset, epochs=epochs, milestones=milestones)
+        schedule = "constant" if preset.schedule == "step" and not milestones else preset.schedule
+        preset = dataclasses.replace(
+            preset, epochs=epochs, milestones=milestones, schedule=schedule
+        )
     methods = list(methods or knowledge_methods())
     for method in methods:
         get_method(method)

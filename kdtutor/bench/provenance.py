@@ -1,7 +1,8 @@
 """What every benchmark records beside its numbers, and where it writes them.
 
 Each suite's results carry the command, the git commit, the date (UTC) and the machine, and
-go to ``data/results/`` of the repository unless ``$KDTUTOR_RESULTS`` names another folder.
+go to :func:`kdtutor.locations.results_dir`: ``$KDTUTOR_RESULTS``, else ``data/results/`` of a
+source checkout, else ``kdtutor-results/`` in the working folder.
 """
 
 from __future__ import annotations
@@ -16,15 +17,14 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["RESULTS_DIR", "git_commit", "machine", "results_path", "torch_threads", "utc_now"]
+from ..locations import results_dir
 
-RESULTS_DIR = Path(__file__).resolve().parents[2] / "data" / "results"
-"""Where suite results are written by default: ``data/results/`` of the repository."""
+__all__ = ["git_commit", "machine", "results_path", "torch_threads", "utc_now"]
 
 
 def results_path(file_name: str) -> Path:
-    """``data/results/<file_name>``, or ``$KDTUTOR_RESULTS/<file_name>`` when it is set."""
-    return Path(os.environ.get("KDTUTOR_RESULTS", RESULTS_DIR)) / file_name
+    """``<results folder>/<file_name>`` (see :func:`kdtutor.locations.results_dir`)."""
+    return results_dir() / file_name
 
 
 def git_commit() -> str:
@@ -49,7 +49,7 @@ def machine() -> str:
 
 def utc_now() -> str:
     """The current time in UTC, ISO 8601 to the second."""
-    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
 @contextlib.contextmanager

@@ -93,6 +93,12 @@ class TrainConfig:
         _choice("amp_dtype", self.amp_dtype, ("bfloat16", "float16"))
         _choice("optimizer", self.optimizer, ("sgd", "adam", "adamw"))
         _choice("schedule", self.schedule, ("cosine", "step", "constant"))
+        if self.schedule == "step" and not self.milestones:
+            raise ConfigError(
+                "train.schedule='step' needs milestones (epochs at which the rate drops, e.g. "
+                "milestones=(150, 180, 210) of 240); without any the rate never changes: use "
+                "schedule='constant' for that."
+            )
         if any(m <= 0 or m >= self.epochs for m in self.milestones):
             raise ConfigError(
                 f"train.milestones must lie in 1..epochs-1 (epochs={self.epochs}), got {self.milestones}."

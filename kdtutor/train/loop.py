@@ -38,11 +38,15 @@ from ..methods import Distiller, Steps, build_distiller
 from ..seeding import seed_everything, set_deterministic
 from ..tasks import Classification, Task, get_task, move_to
 from .checkpoints import load_checkpoint, save_checkpoint
+from .checks import check_networks_fit_data
 from .config import Runtime, TrainConfig, resolve_device, resolve_runtime
 from .evaluation import evaluate_networks
 from .optim import build_optimizers
+from .recorder import EpochEnd
 
 logger = logging.getLogger("kdtutor.train")
+epoch_log = logging.getLogger("kdtutor.train.epochs")
+"""Where ``fit`` writes one line per epoch when it is given no ``log`` callable."""
 
 
 @dataclass
@@ -275,6 +279,7 @@ def fit(
     resume: str | os.PathLike[str] | None = None,
     progress: bool | None = None,
     log: Callable[[str], None] | None = None,
+    on_epoch: Callable[[EpochEnd], None] | None = None,
     **overrides: Any,
 ) -> FitResult:
     """Train a distiller (or a plain model, as ``scratch``) and return its history.
@@ -291,7 +296,11 @@ def fit(
             schedulers, RNG states, history).
         resume: a checkpoint to continue from (typically the same path as ``checkpoint``).
         progress: tqdm bars; default only when stderr is a terminal.
-        log: called with one line per epoch (e.g. ``print``).
+        log: called with one line per epoch (e.g. ``print``); by default the line goes to
+            the ``kdtutor.train.epochs`` logger at level INFO.
+        on_epoch: called after every epoch with an :class:`~kdtutor.train.recorder.EpochEnd`
+            (the history so far, the student, the scored key); e.g. a
+            :class:`~kdtutor.train.recorder.RunRecorder` (``metrics.jsonl``, best weights).
 
     Example:
         >>> result = fit(build_distiller("kd", student, teacher), train, test, epochs=5)  # doctest: +SKIP
@@ -308,6 +317,12 @@ def fit(
     if test_data is not None:
         _check_data("test_data", test_data)
     task = _resolve_task(cfg, train_data, test_data)
+    check_networks_fit_data(
+        {"student": distiller.student, "teacher": distiller.teacher},
+        train_data,
+        test_data,
+        classification=isinstance(task, Classification),
+    )
     cache_options = cfg.cache_options()
     ctx = distributed.setup(torch.device(cfg.device).type if cfg.device else None)
     device = resolve_device(cfg.device, ctx.local_rank if ctx.enabled else None)
@@ -414,6 +429,10 @@ def fit(
                 record.update(_test_record(distiller, test_data, task, cfg, ctx, device))
             record["seconds"] = time.perf_counter() - epoch_start
             history.append(record)
+            if on_epoch is not None and ctx.is_main:
+                # before the checkpoint: a kill in between repeats the epoch on resume, and
+                # the callback's outputs (metrics.jsonl) then drop the repeated line
+                on_epoch(_epoch_end(history, distiller, task))
             if checkpoint_path is not None:
                 save_checkpoint(
                     checkpoint_path,
@@ -425,8 +444,8 @@ def fit(
                     cfg,
                     scaler,
                 )
-            if log is not None and ctx.is_main:
-                log(_epoch_line(record, task))
+            if ctx.is_main:
+                (log or epoch_log.info)(_epoch_line(record, task))
     finally:
         distiller.teacher_cache = None
         if cfg.deterministic:
@@ -434,6 +453,16 @@ def fit(
     result = _summarize(distiller.name, history, cfg, task)
     result.runtime = rt.describe()
     return result
+
+
+def _score_key(history: list[dict[str, Any]], task: Task) -> str | None:
+    """The key scored as best and last: the test score, else the training score."""
+    keys = (f"test_{task.short}", f"train_{task.short}")
+    return next((k for k in keys if history and k in history[0]), None)
+
+
+def _epoch_end(history: list[dict[str, Any]], distiller: Distiller, task: Task) -> EpochEnd:
+    return EpochEnd(history, distiller.student, _score_key(history, task), task.higher_is_better)
 
 
 def _autocast(rt: Runtime, device: torch.device) -> contextlib.AbstractContextManager[Any]:
@@ -482,10 +511,7 @@ def _summarize(
     method: str, history: list[dict[str, Any]], cfg: TrainConfig, task: Task
 ) -> FitResult:
     metric = cfg.metric or task.primary
-    key = next(
-        (k for k in (f"test_{task.short}", f"train_{task.short}") if history and k in history[0]),
-        None,
-    )
+    key = _score_key(history, task)
     if key is None:  # no score at all (e.g. detection without a test split)
         scores = [math.nan] * len(history)
         best = len(history) - 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -11,7 +12,8 @@ from torch import nn
 
 from ..config import ConfigError
 from ..seeding import seed_everything
-from .loop import FitResult, fit
+from .loop import FitResult, fit, logger
+from .recorder import EpochEnd
 
 
 @dataclass
@@ -92,11 +94,17 @@ def run_seeds(
     *,
     seeds: str | Sequence[int] = (0, 1, 2),
     seed_log: Callable[[str], None] | None = None,
+    resume: bool = False,
+    on_epoch: Callable[[int], Callable[[EpochEnd], None] | None] | None = None,
     **fit_kwargs: Any,
 ) -> SeedsResult:
     """Build a fresh distiller per seed with ``make(seed)`` (after seeding) and ``fit`` it.
 
-    A ``checkpoint=`` path may contain ``{seed}``, replaced by each run's seed.
+    A ``checkpoint=`` path may contain ``{seed}``, replaced by each run's seed. With
+    ``resume=True`` each seed whose checkpoint exists continues from it (a finished one is
+    not retrained). ``on_epoch(seed)`` gives each seed's ``fit(on_epoch=)`` callback (e.g. a
+    :class:`~kdtutor.train.recorder.RunRecorder`). ``seed_log`` gets one line per seed
+    (default: the ``kdtutor.train`` logger at INFO).
 
     Example:
         >>> run = run_seeds(lambda s: build_distiller("kd", build_model("cnn_small"), teacher),
@@ -110,13 +118,24 @@ def run_seeds(
             f"checkpoint {checkpoint!r} would be overwritten by each of the {len(seed_list)} seeds: "
             "put {seed} in the path, e.g. 'runs/kd-{seed}.pt'."
         )
+    if resume and checkpoint is None:
+        raise ConfigError("resume=True needs checkpoint= (the path each seed resumes from).")
     results = []
     for seed in seed_list:
         seed_everything(seed)
         path = str(checkpoint).replace("{seed}", str(seed)) if checkpoint is not None else None
+        start = path if resume and path is not None and Path(path).exists() else None
         results.append(
-            fit(make(seed), train_data, test_data, seed=seed, checkpoint=path, **fit_kwargs)
+            fit(
+                make(seed),
+                train_data,
+                test_data,
+                seed=seed,
+                checkpoint=path,
+                resume=start,
+                on_epoch=on_epoch(seed) if on_epoch is not None else None,
+                **fit_kwargs,
+            )
         )
-        if seed_log is not None:
-            seed_log(f"seed {seed}: {results[-1]}")
+        (seed_log or logger.info)(f"seed {seed}: {results[-1]}")
     return SeedsResult(results, seed_list)

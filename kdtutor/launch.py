@@ -1,0 +1,278 @@
+"""Run an :class:`~kdtutor.experiment.Experiment` into a run folder, resumably.
+
+A run folder holds everything one experiment leaves behind::
+
+    config.yaml          the resolved experiment (rerun it with --config)
+    metrics.jsonl        one line per epoch and seed, appended while training runs
+    last-seed<N>.pt      resumable checkpoint after the last finished epoch
+    best-seed<N>.pt      the student's weights at its best test score
+    student-seed<N>.pt   the student's final weights (with save_student)
+    results.json         per-seed results, mean and std, with the command
+    tensorboard/         TensorBoard scalars (when the tensorboard package is installed)
+
+A folder that already holds a run is never overwritten silently: ``resume=True`` continues
+each seed from its checkpoint (bit-identical on CPU to an uninterrupted run), and
+``overwrite=True`` deletes the previous run's files first.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import distributed
+from .errors import KDTutorError
+from .experiment import Experiment, load_experiment, write_experiment
+
+__all__ = ["RunFolderError", "prepare_run_folder", "run_experiment"]
+
+log = logging.getLogger(__name__)
+
+SMOKE_SIZES = {"train": 1000, "test": 500}
+"""Training and test images used at smoke scale when the experiment gives no sizes."""
+
+_OUTPUTS = ("config.yaml", "metrics.jsonl", "results.json")
+_PATTERNS = ("last-seed*.pt", "best-seed*.pt", "student-seed*.pt")
+
+
+class RunFolderError(KDTutorError, ValueError):
+    """A run folder that holds another run, or that cannot be written."""
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """The data and models of an experiment, loaded and checked."""
+
+    train: Any
+    test: Any
+    teacher: Any
+
+
+def _existing_outputs(folder: Path) -> list[Path]:
+    found = [folder / name for name in _OUTPUTS if (folder / name).exists()]
+    for pattern in _PATTERNS:
+        found.extend(sorted(folder.glob(pattern)))
+    if (folder / "tensorboard").exists():
+        found.append(folder / "tensorboard")
+    return found
+
+
+def prepare_run_folder(
+    folder: str | os.PathLike[str], *, resume: bool, overwrite: bool
+) -> tuple[Path, Experiment | None]:
+    """Check a run folder before any work: returns it and, when it holds a run to resume,
+    that run's experiment.
+
+    Raises:
+        RunFolderError: the path is a file; it holds a run and neither ``resume`` nor
+            ``overwrite`` is set; both are set; ``resume`` with nothing to resume.
+    """
+    path = Path(folder).expanduser()
+    if resume and overwrite:
+        raise RunFolderError("--resume and --overwrite exclude each other: pick one.")
+    if path.exists() and not path.is_dir():
+        raise RunFolderError(f"the run folder {path} is a file: give a folder (it is created).")
+    existing = _existing_outputs(path) if path.is_dir() else []
+    if existing and not (resume or overwrite):
+        raise RunFolderError(
+            f"{path} already holds a run ({existing[0].name}): add --resume to continue it, "
+            "--overwrite to start it again, or give another --run-dir."
+        )
+    previous = None
+    if resume:
+        if not (path / "config.yaml").is_file():
+            raise RunFolderError(
+                f"nothing to resume in {path}: it holds no config.yaml. Start the run without "
+                "--resume."
+            )
+        previous = load_experiment(path / "config.yaml")
+    if overwrite:
+        for item in existing:
+            shutil.rmtree(item) if item.is_dir() else item.unlink()
+    return path, previous
+
+
+def _check_checkpoint_paths(
+    checkpoint: str, seeds: tuple[int, ...], *, resume: bool, overwrite: bool
+) -> None:
+    """A ``--checkpoint`` of an earlier run is resumed or overwritten only when asked."""
+    paths = [Path(checkpoint.replace("{seed}", str(seed))) for seed in seeds]
+    for path in paths:
+        if path.is_dir():
+            raise RunFolderError(f"the checkpoint path {path} is a folder: give a file path.")
+    existing = [p for p in paths if p.exists()]
+    if existing and not (resume or overwrite):
+        raise RunFolderError(
+            f"the checkpoint {existing[0]} exists: add --resume to continue that run or "
+            "--overwrite to start it again."
+        )
+    if overwrite:
+        for path in existing:
+            path.unlink()
+
+
+def _differences(a: Experiment, b: Experiment) -> list[str]:
+    da, db = a.to_dict(), b.to_dict()
+    out = []
+    for key in sorted(set(da) | set(db)):
+        if isinstance(da.get(key), dict) or isinstance(db.get(key), dict):
+            sub_a, sub_b = da.get(key) or {}, db.get(key) or {}
+            for sub in sorted(set(sub_a) | set(sub_b)):
+                if sub_a.get(sub) != sub_b.get(sub):
+                    out.append(f"{key}.{sub}: {sub_a.get(sub)!r} then, {sub_b.get(sub)!r} now")
+        elif da.get(key) != db.get(key):
+            out.append(f"{key}: {da.get(key)!r} then, {db.get(key)!r} now")
+    return out
+
+
+def load_experiment_data(experiment: Experiment) -> Loaded:
+    """Load the splits and the teacher of an experiment (checks run before any training)."""
+    from .data import dataset_info, load_dataset
+    from .methods import get_method
+    from .models.spec import build_from_spec
+    from .scales import current_scale
+
+    method = get_method(experiment.method)  # fail fast on bad names, before loading anything
+    if method.requires_teacher and experiment.teacher is None:
+        raise KDTutorError(
+            f"method {experiment.method!r} needs a teacher: add --teacher zoo:<name> (see "
+            "`kdtutor zoo list`) or NAME:weights.pt, or use --method scratch to train the "
+            "student alone."
+        )
+    info = dataset_info(experiment.dataset)
+    smoke = current_scale(experiment.scale) == "smoke"
+    train_size = experiment.train_size or (
+        min(SMOKE_SIZES["train"], info.sizes[0]) if smoke else None
+    )
+    test_size = experiment.test_size or (min(SMOKE_SIZES["test"], info.sizes[1]) if smoke else None)
+    train = load_dataset(experiment.dataset, "train", size=train_size, root=experiment.data)
+    test = load_dataset(experiment.dataset, "test", size=test_size, root=experiment.data)
+    teacher = None
+    if experiment.teacher is not None:
+        teacher = build_from_spec(
+            experiment.teacher,
+            num_classes=train.num_classes,
+            in_channels=train.in_channels,
+            role="teacher",
+        )
+        teacher.eval()
+    return Loaded(train, test, teacher)
+
+
+def run_experiment(
+    experiment: Experiment,
+    run_dir: str | os.PathLike[str] | None = None,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    save_student: bool = False,
+    tensorboard: bool | None = None,
+    checkpoint: str | None = None,
+    progress: bool | None = None,
+    command: str = "",
+) -> tuple[Any, dict[str, Any]]:
+    """Train an experiment's seeds; with ``run_dir``, write the run folder (module docstring).
+
+    Returns the :class:`~kdtutor.train.SeedsResult` and the results payload (also written
+    to ``run_dir/results.json``).
+    """
+    from .methods import build_distiller
+    from .models.spec import build_from_spec, parse_model_spec
+    from .train import run_seeds
+    from .train.recorder import RunRecorder
+    from .train.recorder import save_student as write_student
+
+    folder = None
+    if run_dir is not None:
+        folder, previous = prepare_run_folder(run_dir, resume=resume, overwrite=overwrite)
+        if previous is not None and previous.to_dict() != experiment.to_dict():
+            raise RunFolderError(
+                f"the run in {folder} was made with another experiment, so it cannot be "
+                f"resumed with this one ({'; '.join(_differences(previous, experiment))}). "
+                "Resume with the same settings, or start again with --overwrite."
+            )
+    elif save_student:
+        raise KDTutorError("--save-student needs --run-dir (the folder the weights go to).")
+    elif checkpoint is not None:
+        _check_checkpoint_paths(checkpoint, experiment.seeds, resume=resume, overwrite=overwrite)
+    loaded = load_experiment_data(experiment)
+    train, test = loaded.train, loaded.test
+    cfg = experiment.train_config()  # validated before anything is written
+
+    def make(seed: int) -> Any:
+        student = build_from_spec(
+            experiment.student,
+            num_classes=train.num_classes,
+            in_channels=train.in_channels,
+            role="student",
+        )
+        return build_distiller(
+            experiment.method,
+            student,
+            loaded.teacher,
+            dict(experiment.hparams),
+            input_shape=tuple(train.images.shape[1:]),
+        )
+
+    meta = {
+        "model": parse_model_spec(experiment.student).name,
+        "dataset": train.name,
+        "num_classes": train.num_classes,
+        "input_shape": list(train.images.shape[1:]),
+    }
+    main = distributed.setup(cfg.device.split(":")[0] if cfg.device else None).is_main
+    recorders: list[RunRecorder] = []
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+        checkpoint = str(folder / "last-seed{seed}.pt")
+        if main:
+            write_experiment(experiment, folder / "config.yaml")
+
+    def recorder(seed: int) -> RunRecorder | None:
+        if folder is None or not main:
+            return None
+        recorders.append(RunRecorder(folder, seed, meta=meta, tensorboard=tensorboard))
+        return recorders[-1]
+
+    students: dict[int, Any] = {}
+
+    def make_and_keep(seed: int) -> Any:
+        students[seed] = make(seed)
+        return students[seed]
+
+    try:
+        run = run_seeds(
+            make_and_keep,
+            train,
+            test,
+            seeds=experiment.seeds,
+            config=cfg,
+            checkpoint=checkpoint,
+            resume=resume,
+            on_epoch=recorder,
+            progress=progress,
+        )
+    finally:
+        for r in recorders:
+            r.close()
+    payload = {
+        "command": command,
+        "experiment": experiment.to_dict(),
+        "dataset": experiment.dataset,
+        "teacher": experiment.teacher,
+        "student": experiment.student,
+        "hparams": dict(experiment.hparams),
+        **run.to_dict(),
+    }
+    if folder is not None and main:
+        from .io import atomic_write_json
+
+        if save_student:
+            for seed, distiller in students.items():
+                write_student(distiller.student, folder / f"student-seed{seed}.pt", meta)
+        atomic_write_json(folder / "results.json", payload)
+    return run, payload
