@@ -157,6 +157,8 @@ def cmd_distill(args: argparse.Namespace) -> int:
     from .io import atomic_write_json
     from .launch import prepare_run_folder, run_experiment
 
+    if args.resume and args.overwrite:
+        raise KDTutorError("--resume and --overwrite exclude each other: pick one.")
     flags = _flags_as_experiment(args)
     config_path = args.config
     if args.resume and args.run_dir and config_path is None:

@@ -39,6 +39,10 @@ class CheckpointError(KDTutorError):
     """A checkpoint that is missing, truncated, corrupt, or made for another model."""
 
 
+class NotAModelError(KDTutorError, TypeError):
+    """Something given where a model (an ``nn.Module``) was expected, e.g. a model's name."""
+
+
 class NonFiniteLossError(KDTutorError, FloatingPointError):
     """A loss became NaN or infinite during training."""
 

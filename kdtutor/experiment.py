@@ -105,6 +105,14 @@ def load_experiment(
         values = _read_yaml(Path(path))
     values = _merge(values, dict(base or {}))
     values = apply_overrides(values, overrides)
+    known = {f.name for f in dataclasses.fields(Experiment)}
+    for key in values:
+        if key not in known:
+            near = closest(key, known)
+            hint = f" Did you mean {near[0]!r}?" if near else ""
+            raise ConfigError(
+                f"unknown key {key!r} for experiment.{hint} Valid keys: {', '.join(sorted(known))}."
+            )
     if "dataset" not in values or "student" not in values:
         missing = [k for k in ("dataset", "student") if k not in values]
         raise ConfigError(

@@ -133,7 +133,7 @@ def load_experiment_data(experiment: Experiment) -> Loaded:
     """Load the splits and the teacher of an experiment (checks run before any training)."""
     from .data import dataset_info, load_dataset
     from .methods import get_method
-    from .models.spec import build_from_spec
+    from .models.spec import build_from_spec, check_trained_on
     from .scales import current_scale
 
     method = get_method(experiment.method)  # fail fast on bad names, before loading anything
@@ -160,6 +160,13 @@ def load_experiment_data(experiment: Experiment) -> Loaded:
             role="teacher",
         )
         teacher.eval()
+        check_trained_on(
+            teacher,
+            role="teacher",
+            dataset=train.name,
+            num_classes=train.num_classes,
+            input_shape=tuple(train.images.shape[1:]),
+        )
     return Loaded(train, test, teacher)
 
 

@@ -4,14 +4,17 @@ and words its message must contain (the problem and the fix). See issue 7."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from unittest import mock
 
 import pytest
 import torch
 from torch import nn
+from torch.utils.data import TensorDataset
 
 from kdtutor.bench.knowledge import run_suite
 from kdtutor.cache import CacheRefusedError
@@ -22,17 +25,21 @@ from kdtutor.data import load_dataset
 from kdtutor.errors import (
     CheckpointError,
     ChecksumError,
+    DataFormatError,
     DataNotFoundError,
     KDTutorError,
     NonFiniteLossError,
+    NotAModelError,
     ShapeMismatchError,
     UnknownNameError,
 )
 from kdtutor.features import FeatureExtractor
 from kdtutor.io import atomic_write_json, safe_load
+from kdtutor.launch import RunFolderError
 from kdtutor.methods import build_distiller
 from kdtutor.models import build_model
 from kdtutor.models.common import FeatureAttributeError
+from kdtutor.models.spec import IncompatibleTeacherError
 from kdtutor.train import fit, parse_seeds
 from kdtutor.zoo import load_teacher
 
@@ -127,6 +134,64 @@ def _read_only_results(tmp: Path):
         folder.chmod(0o700)
 
 
+def _with_cache_file(tmp: Path):
+    blocker = tmp / "not-a-folder"
+    blocker.write_text("x")
+    with mock.patch.dict(os.environ, {"KDTUTOR_CACHE": str(blocker)}):
+        return fit(
+            build_distiller("kd", tiny(), medium()), tiny_train(), epochs=1, cache_location="disk"
+        )
+
+
+def _diverging_run(tmp: Path):
+    """One step whose loss is finite but whose update overflows the weights to infinity."""
+    x = torch.full((16, 3, 32, 32), 1e6)
+    y = torch.arange(16) % 10
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 10))
+    model.num_classes = 10
+    return fit(
+        model, TensorDataset(x, y), epochs=1, batch_size=16, lr=1e36, momentum=0.0, weight_decay=0.0
+    )
+
+
+def _corrupt_image_folder(tmp: Path):
+    from PIL import Image
+
+    for split in ("train", "test"):
+        for label in ("cat", "dog"):
+            folder = tmp / "pets" / split / label
+            folder.mkdir(parents=True)
+            for i in range(2):
+                Image.new("RGB", (8, 8), (i * 50, 0, 0)).save(folder / f"{i}.png")
+    (tmp / "pets" / "train" / "dog" / "broken.png").write_bytes(b"not a png at all")
+    return load_dataset(f"folder:{tmp / 'pets'}", "train")
+
+
+def _weights_of_another_model(tmp: Path):
+    from kdtutor.models.spec import build_from_spec
+    from kdtutor.train.recorder import save_student
+
+    save_student(build_model("cnn_small"), tmp / "w.pt", {"model": "cnn_small"})
+    return build_from_spec(f"cnn_tiny:{tmp / 'w.pt'}", num_classes=10, in_channels=3)
+
+
+def _run_folder_twice(tmp: Path):
+    from kdtutor.experiment import Experiment
+    from kdtutor.launch import prepare_run_folder
+
+    (tmp / "run").mkdir()
+    (tmp / "run" / "metrics.jsonl").write_text("")
+    assert Experiment(dataset="shapes", student="cnn_tiny")  # a valid one, for contrast
+    return prepare_run_folder(tmp / "run", resume=False, overwrite=False)
+
+
+def _experiment_file(tmp: Path, text: str):
+    from kdtutor.experiment import load_experiment
+
+    (tmp / "exp.yaml").write_text(text)
+    return load_experiment(tmp / "exp.yaml")
+
+
 CASES = [
     Case("unknown dataset", lambda t: load_dataset("shapez"), UnknownNameError,
          ("unknown dataset", "shapes")),
@@ -146,7 +211,7 @@ CASES = [
          medium()), ShapeMismatchError, ("5 classes", "num_classes=10")),
     Case("different input channels", lambda t: build_distiller("at", build_model("cnn_tiny",
          in_channels=1), medium(), input_shape=(1, 28, 28)), ShapeMismatchError,
-         ("teacher", "input_shape")),
+         ("1-channel", "teacher takes 3", "in_channels=3")),
     Case("data of another shape", lambda t: fit(build_distiller("at", tiny(), medium()),
          load_dataset("mnist5k", size=32), epochs=1), ShapeMismatchError,
          ("takes 3-channel images but the data has 1", "in_channels=1")),
@@ -217,11 +282,52 @@ CASES = [
          ("became nan", "epoch 2", "Lower the learning rate", "last good checkpoint")),
     Case("method needing a teacher without one", lambda t: build_distiller("crd", tiny()),
          KDTutorError, ("needs a teacher", "scratch")),
+    Case("a device that is not present", lambda t: fit(tiny(), tiny_train(), epochs=1,
+         device="cuda:7"), ConfigError, ("is not present", "cpu")),
+    Case("a device name torch does not know", lambda t: fit(tiny(), tiny_train(), epochs=1,
+         device="tpu"), ConfigError, ("unknown device 'tpu'", "cuda:N")),
+    Case("unknown compile backend", lambda t: fit(tiny(), tiny_train(), epochs=1,
+         compile="turbo"), UnknownNameError, ("compile backend 'turbo'", "inductor")),
+    Case("a cache folder that is a file", _with_cache_file, KDTutorError,
+         ("which is a file", "KDTUTOR_CACHE")),
+    Case("all loss weights zero", lambda t: fit(build_distiller("kd", tiny(), medium(),
+         ce_weight=0, kd_weight=0), tiny_train(), epochs=1), KDTutorError,
+         ("zero gradient", "nothing would train", "positive weight")),
+    Case("weights that overflow in an epoch of one step", _diverging_run, NonFiniteLossError,
+         ("became NaN or infinite", "epoch 1", "Lower the learning rate")),
+    Case("a learning rate that is not a number", lambda t: fit(tiny(), tiny_train(), epochs=1,
+         lr=float("nan")), ConfigError, ("train.lr", "nan")),
+    Case("a teacher given as a string", lambda t: build_distiller("kd", tiny(),
+         "shapes_cnn_large"), NotAModelError, ("must be an nn.Module", "load_teacher")),
+    Case("a student whose class count differs from the labels", lambda t: fit(
+         build_model("cnn_tiny", num_classes=5), tiny_train(), epochs=1), ShapeMismatchError,
+         ("5 outputs", "10 classes", "num_classes=10")),
+    Case("a test split with another image shape", lambda t: fit(tiny(), tiny_train(),
+         load_dataset("mnist5k", "test", size=16), epochs=1), ShapeMismatchError,
+         ("test split's images are 1x28x28", "same options")),
+    Case("fit without training data", lambda t: fit(tiny(), None), KDTutorError,
+         ("give fit() a training set", "data-free")),
+    Case("a zoo teacher on another dataset", lambda t: fit(build_distiller("kd",
+         build_model("cnn_tiny", in_channels=1), load_teacher("mnist5k_cnn")), tiny_train(),
+         epochs=1), IncompatibleTeacherError, ("trained on 'mnist5k'", "kdtutor zoo list")),
+    Case("a step schedule without milestones", lambda t: fit(tiny(), tiny_train(), epochs=1,
+         schedule="step"), ConfigError, ("needs milestones", "schedule='constant'")),
+    Case("a corrupt image in a folder dataset", _corrupt_image_folder, DataFormatError,
+         ("broken.png", "corrupt")),
+    Case("weights of another architecture", _weights_of_another_model, CheckpointError,
+         ("holds a 'cnn_small' model", "cnn_small:")),
+    Case("a run folder that holds a run", _run_folder_twice, RunFolderError,
+         ("already holds a run", "--resume", "--overwrite")),
+    Case("an unknown key in an experiment file", lambda t: _experiment_file(t,
+         "dataset: shapes\nstudnet: cnn_tiny\n"), ConfigError, ("unknown key 'studnet'",
+         "Did you mean 'student'")),
+    Case("an experiment file that is not a mapping", lambda t: _experiment_file(t, "- a\n- b\n"),
+         ConfigError, ("must hold a mapping", "dataset:")),
 ]  # fmt: skip
 
 
-def test_there_are_at_least_thirty_cases():
-    assert len(CASES) >= 30 and len({c.name for c in CASES}) == len(CASES)
+def test_there_are_at_least_fifty_cases():
+    assert len(CASES) >= 55 and len({c.name for c in CASES}) == len(CASES)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
@@ -313,3 +419,44 @@ def test_read_only_folder_is_named_even_as_root(tmp_path, monkeypatch):
     with pytest.raises(KDTutorError, match=r"not writable.*Choose a folder"):
         atomic_write_json(tmp_path / "r.json", {"a": 1})
     assert not list(tmp_path.iterdir())
+
+
+BASE = ["distill", "--dataset", "shapes", "--student", "cnn_tiny", "--scale", "smoke"]
+CLI_CASES = [
+    ([*BASE, "--device", "tpu"], "unknown device 'tpu'"),
+    ([*BASE, "--compile", "turbo"], "compile backend 'turbo'"),
+    ([*BASE, "--out", "{tmp}"], "is a folder"),
+    ([*BASE, "--out", "{tmp}/x.pt", "--checkpoint", "{tmp}/x.pt"], "name the same file"),
+    ([*BASE, "--run-dir", "{tmp}/r", "--resume", "--overwrite"], "exclude each other"),
+    ([*BASE, "--run-dir", "{tmp}/r", "--resume"], "nothing to resume"),
+    ([*BASE, "--save-student"], "needs --run-dir"),
+    ([*BASE, "--teacher", "cnn_small:{tmp}/missing.pt"], "does not exist"),
+    ([*BASE, "--teacher", "zoo:shapes_cnn_large:{tmp}/w.pt"], "carry their own weights"),
+    ([*BASE, "--teacher", "zoo:mnist5k_cnn"], "trained on 'mnist5k'"),
+    ([*BASE, "--config", "{tmp}/missing.yaml"], "does not exist"),
+    ([*BASE, "train.lrr=0.1"], "Did you mean 'lr'"),
+    (
+        [
+            "distill",
+            "--dataset",
+            "folder:{tmp}/none",
+            "--student",
+            "cnn_tiny",
+            "--method",
+            "scratch",
+        ],
+        "does not exist",
+    ),
+    (["plot", "{tmp}/missing"], "does not exist"),
+]
+
+
+@pytest.mark.parametrize(("argv", "needle"), CLI_CASES, ids=[c[1] for c in CLI_CASES])
+def test_cli_bad_input_exits_2_with_one_line_before_training(argv, needle, tmp_path, capsys):
+    before = sorted(tmp_path.rglob("*"))
+    code = main([a.replace("{tmp}", str(tmp_path)) for a in argv])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert needle in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1, err
+    assert sorted(tmp_path.rglob("*")) == before  # nothing written, not even a partial file

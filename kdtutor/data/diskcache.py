@@ -22,7 +22,16 @@ __all__ = ["cache_dir", "load_npz", "save_npz"]
 def cache_dir() -> Path:
     """Folder of kdtutor's disk caches: ``$KDTUTOR_CACHE`` if set, else ``~/.cache/kdtutor``."""
     env = os.environ.get("KDTUTOR_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "kdtutor"
+    folder = Path(env).expanduser() if env else Path.home() / ".cache" / "kdtutor"
+    if folder.exists() and not folder.is_dir():
+        from ..errors import KDTutorError
+
+        source = "KDTUTOR_CACHE names" if env else "the cache folder"
+        raise KDTutorError(
+            f"{source} {folder}, which is a file, not a folder: point KDTUTOR_CACHE at a folder "
+            "(it is created) or move the file away."
+        )
+    return folder
 
 
 def load_npz(path: Path, key: str) -> dict[str, np.ndarray] | None:

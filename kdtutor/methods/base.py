@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from ..cache import CacheOptions, TeacherCache, TeacherOutputs, open_teacher_cache, teacher_forward
-from ..errors import KDTutorError, ShapeMismatchError
+from ..errors import KDTutorError, NotAModelError, ShapeMismatchError
 from .hparams import HParams
 from .steps import OptimizerGroup, Steps
 
@@ -79,8 +79,19 @@ class Distiller(nn.Module):
         self, student: nn.Module, teacher: nn.Module | None = None, hparams: HParams | None = None
     ):
         super().__init__()
-        if not isinstance(student, nn.Module):
-            raise TypeError(f"student must be an nn.Module, got {type(student).__name__}.")
+        for role, net in (("student", student), ("teacher", teacher)):
+            if net is not None and not isinstance(net, nn.Module):
+                example = (
+                    "kdtutor.zoo.load_teacher('shapes_cnn_large')"
+                    if role == "teacher"
+                    else "kdtutor.models.build_model('cnn_small', num_classes=10)"
+                )
+                raise NotAModelError(
+                    f"the {role} must be an nn.Module, got {type(net).__name__} {net!r}: "
+                    f"build it first, e.g. {example}."
+                )
+        if teacher is not None:
+            _check_same_inputs(student, teacher)
         if self.requires_teacher and teacher is None:
             raise KDTutorError(
                 f"method {self.name!r} needs a teacher: pass teacher=... (e.g. "
@@ -252,6 +263,19 @@ class Distiller(nn.Module):
 
     def extra_repr(self) -> str:
         return f"method={self.name!r}, hparams={self.hparams}"
+
+
+def _check_same_inputs(student: nn.Module, teacher: nn.Module) -> None:
+    """Refuse a teacher and student whose first convolutions take different channel counts."""
+    from ..models.summary import first_in_channels
+
+    s, t = first_in_channels(student), first_in_channels(teacher)
+    if s is not None and t is not None and s != t:
+        raise ShapeMismatchError(
+            f"the student takes {s}-channel images but the teacher takes {t}: both must see "
+            f"the same images. Build the student with in_channels={t}, or pick a teacher "
+            f"trained on {s}-channel data."
+        )
 
 
 def _check_same_classes(student: nn.Module, teacher: nn.Module) -> None:

@@ -91,6 +91,7 @@ class Steps:
         self.count = 0
         self.batch_share = 1.0
         self._stepped = False
+        self._checked: set[str] = set()
 
     def forward(self, batch: Any) -> tuple[Any, dict[str, Tensor]]:
         """The distiller's ``forward(x, y, rows)`` on a batch, through DDP when distributed."""
@@ -119,17 +120,36 @@ class Steps:
         params = [p for g in optimizer.param_groups for p in g["params"]]
         if self.scaler is None:
             total.backward()
+            self._check_something_trains(group, losses, params)
             if self.max_grad_norm is not None:
                 nn.utils.clip_grad_norm_(params, self.max_grad_norm)
             optimizer.step()
         else:
             self.scaler.scale(total).backward()
+            self._check_something_trains(group, losses, params)
             if self.max_grad_norm is not None:
                 self.scaler.unscale_(optimizer)
                 nn.utils.clip_grad_norm_(params, self.max_grad_norm)
             self.scaler.step(optimizer)
             self._stepped = True
         return total.detach()
+
+    def _check_something_trains(
+        self, group: str, losses: dict[str, Tensor], params: list[Tensor]
+    ) -> None:
+        """On a group's first step: refuse a loss that gives every parameter a zero gradient
+        (every term weighted 0, or detached), which would train nothing and exit as if fine."""
+        if group in self._checked:
+            return
+        self._checked.add(group)
+        if any(p.grad is not None and bool(p.grad.ne(0).any()) for p in params):
+            return
+        terms = ", ".join(f"{k}={float(v):.4g}" for k, v in losses.items())
+        raise KDTutorError(
+            f"the first step of optimizer group {group!r} gave every parameter a zero gradient "
+            f"(losses: {terms}): nothing would train. Give a loss term a positive weight (are "
+            "ce_weight, kd_weight and the method's own weights all 0?)."
+        )
 
     def end_batch(self) -> None:
         """Called by the trainer after ``train_step``: one scaler update per iteration."""

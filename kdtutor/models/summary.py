@@ -180,3 +180,14 @@ def format_summary_table(rows: Iterable[ModelSummary]) -> str:
 
     rule = "  ".join("-" * w for w in widths)
     return "\n".join([render(header), rule, *(render(r) for r in lines)])
+
+
+def first_in_channels(model: nn.Module) -> int | None:
+    """Input channels of a model's first convolution (None when it starts with a linear layer
+    or has no convolution)."""
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            return module.in_channels
+        if isinstance(module, nn.Linear):
+            return None
+    return None

@@ -16,6 +16,7 @@ from torch import nn
 from ..data import ArrayDataset
 from ..errors import ShapeMismatchError
 from ..models.spec import check_trained_on
+from ..models.summary import first_in_channels
 
 __all__ = ["check_networks_fit_data"]
 
@@ -44,16 +45,6 @@ def _num_classes(data: Any) -> int | None:
     return len(classes) if classes is not None and not isinstance(classes, str) else None
 
 
-def _first_in_channels(model: nn.Module) -> int | None:
-    """Input channels of the first convolution (None when the model starts otherwise)."""
-    for module in model.modules():
-        if isinstance(module, nn.Conv2d):
-            return module.in_channels
-        if isinstance(module, nn.Linear):
-            return None
-    return None
-
-
 def check_networks_fit_data(
     networks: dict[str, nn.Module], train_data: Any, test_data: Any, *, classification: bool
 ) -> None:
@@ -75,12 +66,16 @@ def check_networks_fit_data(
     shape = train_shape or test_shape
     classes = _num_classes(data)
     name = getattr(data, "name", None) if isinstance(data, ArrayDataset) else None
+    if classification and classes is not None:  # first: it names the data each net knows
+        for role, net in networks.items():
+            if net is not None:
+                check_trained_on(
+                    net, role=role, dataset=name, num_classes=classes, input_shape=shape
+                )
     for role, net in networks.items():
         if net is None:
             continue
-        if classification and classes is not None:  # first: it names the data the net knows
-            check_trained_on(net, role=role, dataset=name, num_classes=classes, input_shape=shape)
-        channels = _first_in_channels(net)
+        channels = first_in_channels(net)
         if shape is not None and channels is not None and channels != shape[0]:
             raise ShapeMismatchError(
                 f"the {role} takes {channels}-channel images but the data has {shape[0]} "

@@ -90,6 +90,9 @@ class TrainConfig:
         if self.steps_per_epoch is not None:
             positive("steps_per_epoch", self.steps_per_epoch, "train")
         self.cache_options()
+        check_compile_backend(self.compile)
+        if self.device is not None:
+            _check_present(parse_device(self.device))
         _choice("amp_dtype", self.amp_dtype, ("bfloat16", "float16"))
         _choice("optimizer", self.optimizer, ("sgd", "adam", "adamw"))
         _choice("schedule", self.schedule, ("cosine", "step", "constant"))
@@ -134,10 +137,55 @@ def resolve_device(device: str | None = None, local_rank: int | None = None) -> 
     run), else CPU."""
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    resolved = torch.device(device)
+    resolved = parse_device(device)
+    _check_present(resolved)
     if resolved.type == "cuda" and resolved.index is None and local_rank is not None:
         resolved = torch.device("cuda", local_rank)
     return resolved
+
+
+def parse_device(device: str | torch.device) -> torch.device:
+    """``torch.device(device)``, with an error that lists the valid names."""
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ConfigError(
+            f"unknown device {device!r}: use cpu, cuda, cuda:N or mps (or leave it unset to "
+            "use a GPU when there is one)."
+        ) from None
+
+
+def _check_present(device: torch.device) -> None:
+    """Refuse a device this machine does not have, before anything is moved to it."""
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ConfigError(
+                f"device {str(device)!r} is not present: this machine has no usable CUDA GPU. "
+                "Use device='cpu' (--device cpu), or leave it unset."
+            )
+        if device.index is not None and device.index >= count:
+            raise ConfigError(
+                f"device {str(device)!r} is not present: this machine has {count} CUDA "
+                f"GPU(s), cuda:0 to cuda:{count - 1}."
+            )
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("device 'mps' is not present on this machine: use device='cpu'.")
+    elif device.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"device {str(device)!r} is not supported: use cpu, cuda or mps.")
+
+
+def check_compile_backend(backend: bool | str) -> None:
+    """Refuse a ``torch.compile`` backend name torch does not know (before any training)."""
+    if isinstance(backend, bool):
+        return
+    import torch._dynamo
+
+    known = torch._dynamo.list_backends(exclude_tags=())
+    if backend not in known:
+        from ..errors import unknown_name
+
+        raise unknown_name("compile backend", backend, known, hint="compile=True picks inductor.")
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ from ..config import ConfigError, from_dict
 from ..data import ArrayDataset, Batch, BatchLoader, build_augment
 from ..data.torch_loaders import DataLoaderAdapter, DatasetLoader, SyntheticLoader
 from ..data.transforms import BatchTransform, FixedViews
-from ..errors import KDTutorError
+from ..errors import KDTutorError, NonFiniteLossError
 from ..methods import Distiller, Steps, build_distiller
 from ..seeding import seed_everything, set_deterministic
 from ..tasks import Classification, Task, get_task, move_to
@@ -410,6 +410,7 @@ def fit(
                 if score is not None:
                     hits, scored = hits + score[0], scored + score[1]
                 seen += n
+            _check_finite_weights(distiller, epoch, lr)
             for scheduler in schedulers.values():
                 scheduler.step()
             names = list(sums)
@@ -453,6 +454,18 @@ def fit(
     result = _summarize(distiller.name, history, cfg, task)
     result.runtime = rt.describe()
     return result
+
+
+def _check_finite_weights(distiller: Distiller, epoch: int, lr: float) -> None:
+    """After each epoch: a step whose loss was finite can still leave NaN or infinite weights
+    (a huge learning rate), which the next loss would only reveal if there were a next step."""
+    for name, param in distiller.named_parameters():
+        if param.requires_grad and not bool(torch.isfinite(param).all()):
+            raise NonFiniteLossError(
+                f"the weights {name} became NaN or infinite in epoch {epoch + 1} (learning rate "
+                f"{lr:g}): training diverged. Lower the learning rate (e.g. lr=0.05) or clip "
+                "gradients (max_grad_norm=5)."
+            )
 
 
 def _score_key(history: list[dict[str, Any]], task: Task) -> str | None:
