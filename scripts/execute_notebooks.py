@@ -51,6 +51,9 @@ sys.path.insert(0, str(ROOT))
 from kdtutor.io import atomic_write_text  # noqa: E402
 
 RECORDER = Path(__file__).resolve().parent / "notebook_uses.py"
+DATA_DIRS = ("data", "kdtutor/zoo_data")
+"""Folders (repository-relative) whose files a notebook is recorded as reading: the results
+and the teachers shipped as package data."""
 """The file loaded into each kernel to record what the notebook uses."""
 RECORDER_NAME = "kdtutor_notebook_uses"  # notebook_uses.MODULE_NAME
 
@@ -107,9 +110,10 @@ def file_hash(path: Path) -> str | None:
 
 def candidate_hashes(root: Path = ROOT) -> dict[str, str]:
     """sha256 of every file a notebook may be recorded as using (``kdtutor/**/*.py`` and every
-    file below ``data/``), by repository-relative path: taken before a run, so an edit made
+    file below :data:`DATA_DIRS`), by repository-relative path: taken before a run, so an edit made
     while a notebook runs makes it stale rather than current."""
-    paths = [*(root / "kdtutor").rglob("*.py"), *(root / "data").rglob("*")]
+    paths = [*(root / "kdtutor").rglob("*.py")]
+    paths += [p for d in DATA_DIRS for p in (root / d).rglob("*")]
     return {
         str(p.relative_to(root)): h
         for p in sorted(paths)
@@ -192,7 +196,7 @@ def _start_snippet() -> str:
         "    module = importlib.util.module_from_spec(spec)\n"
         "    sys.modules[spec.name] = module\n"
         "    spec.loader.exec_module(module)\n"
-        f"    module.start({str(ROOT / 'data')!r})\n"
+        f"    module.start(*{[str(ROOT / d) for d in DATA_DIRS]!r})\n"
         "_kdtutor_record()\n"
         "del _kdtutor_record\n"
     )
@@ -200,7 +204,7 @@ def _start_snippet() -> str:
 
 def _finish_snippet(out: Path) -> str:
     """Kernel code (run silently, after the last cell) that writes what was used to ``out``."""
-    args = f"{str(ROOT / 'kdtutor')!r}, {str(ROOT / 'data')!r}, {str(out)!r}"
+    args = f"{str(ROOT / 'kdtutor')!r}, {[str(ROOT / d) for d in DATA_DIRS]!r}, {str(out)!r}"
     return f"__import__('sys').modules[{RECORDER_NAME!r}].finish({args})\n"
 
 

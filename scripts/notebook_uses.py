@@ -6,7 +6,8 @@ notebook, its execution counts or its namespace. What is recorded:
 
 - **modules**: every entry of ``sys.modules`` whose ``__file__`` lies inside the package folder
   (``kdtutor/``), i.e. the package files the notebook imported, directly or not;
-- **data**: every file inside the data folder (``data/``) opened for reading, seen through an
+- **data**: every file inside the data folders (``data/`` and the package data
+  ``kdtutor/zoo_data/``) opened for reading, seen through an
   audit hook (:func:`sys.addaudithook`) on the ``open`` event, which ``open``, ``io.open``,
   ``os.open``, ``Path.read_*``, ``numpy.load``, ``torch.load`` and pandas all raise.
 
@@ -42,10 +43,11 @@ def inside(path: str, folder: str) -> bool:
     return path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
-def open_hook(data_dir: str, seen: set[str]) -> Callable[[str, tuple], None]:
-    """An audit hook that adds to ``seen`` the real path of every file below ``data_dir`` opened
-    for reading. It never raises: an exception in an audit hook would fail the ``open``."""
-    data_dir = os.path.realpath(data_dir)
+def open_hook(data_dirs: list[str], seen: set[str]) -> Callable[[str, tuple], None]:
+    """An audit hook that adds to ``seen`` the real path of every file below one of
+    ``data_dirs`` opened for reading. It never raises: an exception in an audit hook would
+    fail the ``open``."""
+    data_dirs = [os.path.realpath(d) for d in data_dirs]
 
     def hook(event: str, args: tuple) -> None:
         if event != "open":
@@ -55,7 +57,7 @@ def open_hook(data_dir: str, seen: set[str]) -> Callable[[str, tuple], None]:
             if path is None or isinstance(path, int) or not reads(mode, flags):
                 return
             full = os.path.realpath(os.fsdecode(path))
-            if inside(full, data_dir):
+            if any(inside(full, d) for d in data_dirs):
                 seen.add(full)
         except Exception:  # never raise: see the docstring
             pass
@@ -63,9 +65,9 @@ def open_hook(data_dir: str, seen: set[str]) -> Callable[[str, tuple], None]:
     return hook
 
 
-def start(data_dir: str) -> None:
+def start(*data_dirs: str) -> None:
     """Begin recording the data files the kernel opens for reading (for the kernel's life)."""
-    sys.addaudithook(open_hook(data_dir, _opened))
+    sys.addaudithook(open_hook(list(data_dirs), _opened))
 
 
 def imported_files(package_dir: str) -> tuple[list[str], list[str]]:
@@ -87,10 +89,10 @@ def imported_files(package_dir: str) -> tuple[list[str], list[str]]:
     return sorted(inside_files), sorted(elsewhere)
 
 
-def finish(package_dir: str, data_dir: str, out_path: str) -> None:
+def finish(package_dir: str, data_dirs: list[str], out_path: str) -> None:
     """Write what was used to ``out_path`` (JSON: ``modules``, ``data``, ``elsewhere``)."""
     modules, elsewhere = imported_files(package_dir)
-    data_dir = os.path.realpath(data_dir)
-    data = sorted(p for p in _opened if inside(p, data_dir) and os.path.isfile(p))
+    real = [os.path.realpath(d) for d in data_dirs]
+    data = sorted(p for p in _opened if any(inside(p, d) for d in real) and os.path.isfile(p))
     with open(out_path, "w") as handle:
         json.dump({"modules": modules, "data": data, "elsewhere": elsewhere}, handle)
