@@ -144,7 +144,7 @@ class Steps:
         self._checked.add(group)
         if any(p.grad is not None and bool(p.grad.ne(0).any()) for p in params):
             return
-        terms = ", ".join(f"{k}={float(v):.4g}" for k, v in losses.items())
+        terms = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in losses.items())
         raise KDTutorError(
             f"the first step of optimizer group {group!r} gave every parameter a zero gradient "
             f"(losses: {terms}): nothing would train. Give a loss term a positive weight (are "
