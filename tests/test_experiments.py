@@ -57,6 +57,27 @@ def _cli(*argv: str, cwd: Path) -> subprocess.CompletedProcess:
     )
 
 
+def _start_until(argv: list[str], cwd: Path, run_dir: Path, lines: int) -> subprocess.Popen:
+    """Start ``kdtutor ARGV`` and return once its metrics.jsonl holds ``lines`` epochs (or it
+    ended, or 240 s passed)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kdtutor", *argv],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    metrics = run_dir / "metrics.jsonl"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None:
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= lines:
+            break
+        time.sleep(0.02)
+    return proc
+
+
 def _metrics(folder: Path) -> list[dict]:
     return [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
 
@@ -139,21 +160,7 @@ def test_sigint_then_resume_equals_an_uninterrupted_run(tmp_path):
     common = ["distill", "--config", str(config), "--save-student", "--no-tensorboard"]
     whole = _cli(*common, "--run-dir", "whole", cwd=tmp_path)
     assert whole.returncode == 0, whole.stderr
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "kdtutor", *common, "--run-dir", "cut"],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    metrics = tmp_path / "cut" / "metrics.jsonl"
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and proc.poll() is None:
-        if metrics.exists() and len(metrics.read_text().splitlines()) >= 2:
-            break
-        time.sleep(0.05)
+    proc = _start_until([*common, "--run-dir", "cut"], tmp_path, tmp_path / "cut", lines=2)
     assert proc.poll() is None, "the run finished before it could be interrupted"
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
@@ -175,22 +182,10 @@ def test_metrics_jsonl_holds_every_finished_epoch_after_a_kill(tmp_path):
     config = _write(
         tmp_path / "exp.yaml", {**EXPERIMENT, "train_size": 1024, "train": {"epochs": 8}}
     )
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "kdtutor", "distill", "--config", str(config), "--run-dir", "r"],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    metrics = tmp_path / "r" / "metrics.jsonl"
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and proc.poll() is None:
-        if metrics.exists() and len(metrics.read_text().splitlines()) >= 3:
-            break
-        time.sleep(0.02)
+    argv = ["distill", "--config", str(config), "--run-dir", "r"]
+    proc = _start_until(argv, tmp_path, tmp_path / "r", lines=3)
     proc.kill()
-    proc.wait()
+    proc.communicate()
     rows = _metrics(tmp_path / "r")  # every line parses
     assert [r["epoch"] for r in rows] == list(range(1, len(rows) + 1))
     assert len(rows) >= 3
