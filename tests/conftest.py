@@ -21,6 +21,8 @@ import fnmatch
 import ipaddress
 import os
 import socket
+import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 import pytest
@@ -67,6 +69,7 @@ TIERS: dict[str, str] = {
     "test_notebooks.py": "notebooks",
     "test_staleness.py": "notebooks",
     "test_book.py": "book",
+    "test_api_reference.py": "book",
     "test_book_times.py": "book",
     "test_performance_page.py": "book",
     "test_wheel_install.py": "book",
@@ -95,10 +98,16 @@ SLOW: tuple[str, ...] = (
 cores); ``make test`` runs them, ``make test-fast`` does not."""
 
 
-ONE_WORKER: tuple[str, ...] = ("test_book.py", "test_staleness.py")
-"""Files whose tests share an expensive module fixture (the book build, a kernel run): under
-pytest-xdist (``make test`` runs the notebooks and book tiers with ``-n 2 --dist loadgroup``)
-each stays on one worker, so the fixture is built once."""
+ONE_WORKER: dict[str, str] = {
+    "test_book.py": "book_build",
+    "test_api_reference.py": "book_build",
+    "test_staleness.py": "test_staleness",
+}
+"""Files whose tests share an expensive fixture (the book build, a kernel run) -> their group:
+under pytest-xdist (``make test`` runs the notebooks and book tiers with ``-n 2 --dist
+loadgroup``) the tests of a group are meant to stay on one worker, so the fixture is built
+once. With pytest 9 and pytest-xdist 3.8 the groups are ignored (see :func:`built_book`,
+which is shared by the workers whatever runs where)."""
 
 
 def tier_of(filename: str) -> str:
@@ -106,6 +115,7 @@ def tier_of(filename: str) -> str:
     return next((t for pattern, t in TIERS.items() if fnmatch.fnmatch(filename, pattern)), "unit")
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's, which reads the xdist_group markers
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Give every test its file's tier marker, ``slow`` to those listed in :data:`SLOW`, and an
     ``xdist_group`` to those of :data:`ONE_WORKER` (when pytest-xdist is installed)."""
@@ -116,7 +126,32 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if any(fnmatch.fnmatch(node, pattern) for pattern in SLOW):
             item.add_marker("slow")
         if xdist and item.path.name in ONE_WORKER:
-            item.add_marker(pytest.mark.xdist_group(item.path.stem))
+            item.add_marker(pytest.mark.xdist_group(ONE_WORKER[item.path.name]))
+
+
+@pytest.fixture(scope="session")
+def built_book(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The HTML book, built once per test run (``build_book.build``: warnings are errors, so
+    this raises ``CalledProcessError`` on any Sphinx warning); its ``_build/html`` folder.
+
+    Under pytest-xdist the workers share it: the first to need it builds it in the run's
+    common temporary folder while holding a file lock, the others wait and reuse it (the
+    ``xdist_group`` of :data:`ONE_WORKER` alone does not do it: pytest-xdist 3.8 cannot set
+    the group of a test on pytest 9, whose node ids it no longer rewrites)."""
+    from filelock import FileLock  # a dependency of torch
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+    import build_book
+
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent  # the workers' folders are popen-gw0, popen-gw1, ... in it
+    out, done = shared / "book", shared / "book.built"
+    with FileLock(str(shared / "book.lock")):
+        if not done.exists():
+            build_book.build(output=out)
+            done.touch()
+    return out / "_build" / "html"
 
 
 class TinyData(NamedTuple):

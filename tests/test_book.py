@@ -1,12 +1,12 @@
 """The book builds with warnings as errors, renders in headless Chromium offline, and the
-student edition hides the solutions. The browser check itself is shown to catch problems."""
+student edition hides the solutions. The browser check itself is shown to catch problems.
+The book is built once per session by the ``built_book`` fixture (tests/conftest.py), which
+test_api_reference.py shares."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
-
-import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -14,12 +14,6 @@ sys.path.insert(0, str(ROOT / "scripts"))
 import browser_check  # noqa: E402
 import build_book  # noqa: E402
 from execute_notebooks import toc_notebooks  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def built_book(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("book")
-    return build_book.build(output=out)  # raises CalledProcessError on any Sphinx warning
 
 
 def test_every_toc_page_is_built(built_book):

@@ -281,7 +281,7 @@ def run_speed(
         log: called with one line per round (``None``: silent).
 
     Returns:
-        A JSON-able dict: ``provenance``, ``preset``, ``variants`` (per variant: epoch times,
+        A JSON-able dict with ``provenance``, ``preset``, ``variants`` (per variant: epoch times,
         ``median_s``, ``min_s``, ``max_s``, ``images_per_s``, memory), ``ratios`` (value,
         target, pass) and ``cache_build_seconds``. See :func:`format_speed_table`.
 

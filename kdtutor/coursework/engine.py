@@ -126,7 +126,8 @@ def run_check(
         ``raise_on_failure`` is false.
 
     Raises:
-        check.error: On the first failure, with the explanation, when ``raise_on_failure``.
+        AssertionError: ``check.error`` (the check's own subclass), on the first failure, with
+            the explanation, when ``raise_on_failure``.
     """
 
     def fail(message: str) -> bool:
