@@ -18,13 +18,7 @@ import kdtutor
 
 OPTIONFLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 
-KNOWN_BROKEN: dict[str, str] = {
-    # kdtutor/data/__init__.py is being edited elsewhere; the fix for its module docstring
-    # (line 6): the loader yields a 6-field Batch, so unpacking three values raises
-    # ValueError. Write `batch = next(iter(loader.set_epoch(0)))` and
-    # `tuple(batch.x.shape), batch.y.dtype`. Strict: once fixed, this entry must go.
-    "kdtutor.data": "module docstring unpacks a 6-field Batch into 3 names (ValueError)",
-}
+KNOWN_BROKEN: dict[str, str] = {}
 """Module -> why its examples fail today: marked ``xfail(strict=True)``, so the test fails
 again as soon as the examples pass and the entry is left behind."""
 

@@ -3,8 +3,8 @@
 >>> from kdtutor.data import load_dataset, BatchLoader
 >>> train = load_dataset("shapes", "train", size=200)
 >>> loader = BatchLoader(train, batch_size=64, shuffle=True, seed=0, augment="crop_flip")
->>> x, y, index = next(iter(loader.set_epoch(0)))
->>> tuple(x.shape), y.dtype
+>>> batch = next(iter(loader.set_epoch(0)))
+>>> tuple(batch.x.shape), batch.y.dtype
 ((64, 3, 32, 32), torch.int64)
 """
 
