@@ -155,3 +155,25 @@ def test_results_go_to_the_working_folder_outside_a_checkout(installed):
         check=True,
     )
     assert out.stdout.split() == [str(cwd / "kdtutor-results"), "None"]
+
+
+def test_retraining_a_shipped_teacher_never_writes_into_the_install(installed, tmp_path):
+    env = {**os.environ, "PYTHONPATH": "", "KDTUTOR_CACHE": str(tmp_path / "cache")}
+    env.pop("KDTUTOR_ZOO", None)
+    out = subprocess.run(
+        [
+            str(installed["venv"] / "bin" / "kdtutor"),
+            "zoo",
+            "train",
+            "mnist5k_cnn",
+            "--epochs",
+            "1",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 2, out.stderr
+    assert "installed package" in out.stderr and "KDTUTOR_ZOO" in out.stderr
