@@ -8,13 +8,16 @@ from scipy import stats as scipy_stats
 from kdtutor.bench import PUBLISHED_CIFAR100, mean_std, published_gains, rank, spearman
 from kdtutor.bench.knowledge import (
     KNOWLEDGE_METHODS,
+    PRESETS,
     compare_with_published,
     load_results,
     method_hparams,
     run_suite,
     summarize,
 )
+from kdtutor.bench.significance import decode_correct, mcnemar_exact
 from kdtutor.cli import main
+from kdtutor.data import load_dataset
 from kdtutor.errors import KDTutorError, UnknownNameError
 from kdtutor.methods import get_method, list_methods
 
@@ -123,6 +126,12 @@ def test_suite_writes_csv_with_provenance_and_resumes(tmp_path):
     assert header["preset"] == "smoke" and header["command"] == "test"
     assert [r["method"] for r in loaded] == ["scratch", "kd", "at", "crd"]
     assert all(0 <= r["best_acc"] <= 100 and r["best_acc"] >= r["last_acc"] for r in loaded)
+    # each row carries the final student's right/wrong flag per test image, which scores it
+    n_test = len(load_dataset("mnist5k", "test", size=PRESETS["smoke"].test_size))
+    for r in loaded:
+        flags = decode_correct(r["correct"], n_test)
+        assert 100 * flags.mean() == pytest.approx(r["last_acc"], abs=1e-3)
+    assert mcnemar_exact(*(decode_correct(r["correct"], n_test) for r in loaded[:2])).p_value <= 1
     # a second call finds every run done and trains nothing
     again = run_suite("smoke", methods=["scratch", "kd"], pairs=["cnn_medium->cnn_tiny"],
                       out=out, log=logs.append)  # fmt: skip

@@ -11,6 +11,8 @@ from scipy import stats
 
 from kdtutor.bench.significance import (
     accuracy_interval,
+    decode_correct,
+    encode_correct,
     leave_one_group_out,
     mcnemar_exact,
     paired_difference_interval,
@@ -93,3 +95,13 @@ def test_leave_one_group_out_shows_what_a_group_carries():
     within = leave_one_group_out(x, y, groups)
     assert rho_all > 0.5
     assert within == {"feature": pytest.approx(-1.0), "response": pytest.approx(-1.0)}
+
+
+@pytest.mark.parametrize("n", [1, 7, 8, 9, 1000])
+def test_correct_flags_round_trip_through_text(n):
+    flags = np.random.default_rng(n).random(n) < 0.7
+    text = encode_correct(flags)
+    assert text.isascii() and len(text) <= 4 * math.ceil(math.ceil(n / 8) / 3)
+    assert np.array_equal(decode_correct(text, n), flags)
+    with pytest.raises(ValueError, match="bits"):
+        decode_correct(text, n + 8)

@@ -39,6 +39,7 @@ from ..io import atomic_write_text
 from ..methods import get_method, list_methods
 from .provenance import git_commit, machine, results_path, utc_now
 from .published import PUBLISHED_CIFAR100, PUBLISHED_SOURCE, published_gains
+from .significance import encode_correct
 from .stats import mean_std, spearman
 
 __all__ = [
@@ -236,7 +237,7 @@ def run_one(
     from ..methods import build_distiller
     from ..models import build_model
     from ..seeding import seed_everything
-    from ..train import fit
+    from ..train import fit, predict_logits
 
     if preset.threads:
         torch.set_num_threads(preset.threads)
@@ -269,6 +270,8 @@ def run_one(
         seed=seed,
         **preset.train,
     )
+    logits, labels = predict_logits(distiller.student, test)
+    correct = (logits.argmax(dim=1) == labels).numpy()
     return {
         "pair": pair.label,
         "teacher": pair.teacher,
@@ -281,13 +284,17 @@ def run_one(
         "last_acc": round(result.last_acc, 4),
         "seconds": round(result.seconds, 2),
         "hparams": ";".join(f"{k}={v}" for k, v in sorted(values.items())),
+        "correct": encode_correct(correct),
     }
 
 
 COLUMNS = (
     "pair", "teacher", "student", "method", "family", "seed",
-    "best_acc", "best_epoch", "last_acc", "seconds", "hparams",
+    "best_acc", "best_epoch", "last_acc", "seconds", "hparams", "correct",
 )  # fmt: skip
+"""CSV columns; ``correct`` is the final student's right/wrong flag per test image, in test-set
+order (:func:`~kdtutor.bench.significance.encode_correct`; empty in rows of older suites), so
+that methods can be compared image by image (McNemar, paired bootstrap)."""
 
 
 def _header(preset_name: str, command: str) -> list[str]:
@@ -322,6 +329,7 @@ def load_results(path: str | os.PathLike[str]) -> tuple[list[dict[str, Any]], di
             row[key] = float(row[key])
         for key in ("seed", "best_epoch"):
             row[key] = int(row[key])
+        row["correct"] = row.get("correct") or ""
         rows.append(row)
     return rows, header
 

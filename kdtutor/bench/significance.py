@@ -13,6 +13,7 @@ Spearman's rho); nothing here is hand-rolled statistics.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
@@ -22,12 +23,29 @@ from scipy import stats
 __all__ = [
     "McNemar",
     "accuracy_interval",
+    "decode_correct",
+    "encode_correct",
     "leave_one_group_out",
     "mcnemar_exact",
     "paired_difference_interval",
     "spearman_interval",
     "spearman_test",
 ]
+
+
+def encode_correct(correct: Sequence[bool] | np.ndarray) -> str:
+    """One flag per test image (right or wrong), packed 8 to a byte and base64-encoded: a
+    compact text field that lets a results file hold what paired tests need."""
+    flags = _as_bool(correct, "correct")
+    return base64.b64encode(np.packbits(flags).tobytes()).decode("ascii")
+
+
+def decode_correct(text: str, n: int) -> np.ndarray:
+    """The ``n`` flags :func:`encode_correct` packed into ``text``."""
+    bits = np.unpackbits(np.frombuffer(base64.b64decode(text), dtype=np.uint8))
+    if bits.size < n or bits.size - n >= 8:
+        raise ValueError(f"the encoded flags hold {bits.size} bits, not room for exactly {n}.")
+    return bits[:n].astype(bool)
 
 
 def accuracy_interval(correct: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
