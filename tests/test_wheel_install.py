@@ -37,6 +37,14 @@ def _quick_start() -> str:
     return code.group(1).replace("epochs=15", "epochs=1")
 
 
+def _kdtutor(installed: dict, *args: str, cwd: Path, env: dict) -> subprocess.CompletedProcess:
+    """The installed console script, run in ``cwd``."""
+    script = installed["venv"] / "bin" / "kdtutor"
+    return subprocess.run(
+        [str(script), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
+
+
 def _files(folder: Path) -> dict[str, int]:
     return {str(p.relative_to(folder)): p.stat().st_mtime_ns for p in folder.rglob("*")}
 
@@ -121,14 +129,7 @@ def test_the_quick_start_runs_outside_the_repository(installed):
     assert accuracy, out.stdout
     assert float(accuracy.group(1)) > 10.0  # above chance after one epoch from the teacher
     # the console script works and the shipped teacher verifies from the installed package
-    cli = subprocess.run(
-        [str(installed["venv"] / "bin" / "kdtutor"), "zoo", "verify"],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    cli = _kdtutor(installed, "zoo", "verify", cwd=cwd, env=env)
     assert cli.returncode == 0, cli.stderr
     assert "shapes_cnn_large" in cli.stdout
     # nothing was written into the installed package
@@ -160,20 +161,6 @@ def test_results_go_to_the_working_folder_outside_a_checkout(installed):
 def test_retraining_a_shipped_teacher_never_writes_into_the_install(installed, tmp_path):
     env = {**os.environ, "PYTHONPATH": "", "KDTUTOR_CACHE": str(tmp_path / "cache")}
     env.pop("KDTUTOR_ZOO", None)
-    out = subprocess.run(
-        [
-            str(installed["venv"] / "bin" / "kdtutor"),
-            "zoo",
-            "train",
-            "mnist5k_cnn",
-            "--epochs",
-            "1",
-        ],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    out = _kdtutor(installed, "zoo", "train", "mnist5k_cnn", "--epochs", "1", cwd=tmp_path, env=env)
     assert out.returncode == 2, out.stderr
     assert "installed package" in out.stderr and "KDTUTOR_ZOO" in out.stderr

@@ -14,7 +14,7 @@ Spearman's rho); nothing here is hand-rolled statistics.
 from __future__ import annotations
 
 import base64
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -100,6 +100,27 @@ def mcnemar_exact(a_correct: Sequence[bool], b_correct: Sequence[bool]) -> McNem
     return McNemar(only_a, only_b, float(p))
 
 
+def _percentile_bootstrap(
+    data: tuple[np.ndarray, ...],
+    statistic: Callable[..., float],
+    confidence: float,
+    n_resamples: int,
+    seed: int,
+    **options: bool,
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of ``statistic`` (scipy.stats.bootstrap), seeded."""
+    result = stats.bootstrap(
+        data,
+        statistic,
+        confidence_level=confidence,
+        n_resamples=n_resamples,
+        method="percentile",
+        random_state=np.random.default_rng(seed),
+        **options,
+    )
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
+
+
 def paired_difference_interval(
     a_correct: Sequence[bool],
     b_correct: Sequence[bool],
@@ -115,16 +136,8 @@ def paired_difference_interval(
     if np.all(diff == diff[0]):
         value = 100.0 * float(diff[0])
         return value, value, value
-    result = stats.bootstrap(
-        (diff,),
-        np.mean,
-        confidence_level=confidence,
-        n_resamples=n_resamples,
-        method="percentile",
-        random_state=np.random.default_rng(seed),
-    )
-    ci = result.confidence_interval
-    return 100.0 * float(diff.mean()), 100.0 * float(ci.low), 100.0 * float(ci.high)
+    low, high = _percentile_bootstrap((diff,), np.mean, confidence, n_resamples, seed)
+    return 100.0 * float(diff.mean()), 100.0 * low, 100.0 * high
 
 
 def spearman_test(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
@@ -150,17 +163,9 @@ def spearman_interval(
         value = stats.spearmanr(a, b).statistic
         return 0.0 if np.isnan(value) else float(value)  # a resample of ties: no information
 
-    result = stats.bootstrap(
-        (xs, ys),
-        rho,
-        paired=True,
-        vectorized=False,
-        confidence_level=confidence,
-        n_resamples=n_resamples,
-        method="percentile",
-        random_state=np.random.default_rng(seed),
+    return _percentile_bootstrap(
+        (xs, ys), rho, confidence, n_resamples, seed, paired=True, vectorized=False
     )
-    return float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 
 def leave_one_group_out(
