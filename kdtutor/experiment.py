@@ -47,7 +47,7 @@ __all__ = [
 class Experiment:
     """One distillation experiment: data, models, method, seeds and training settings.
 
-    ``teacher`` and ``student`` are model specs (:func:`kdtutor.models.spec.parse_model_spec`:
+    ``teacher`` and ``student`` are model specs (:func:`kdtutor.specs.parse_model_spec`:
     ``cnn_small``, ``cnn_small:weights.pt``, ``zoo:shapes_cnn_large``, ``timm:resnet18``);
     ``train`` holds :class:`~kdtutor.train.TrainConfig` fields.
     """

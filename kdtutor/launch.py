@@ -133,8 +133,9 @@ def load_experiment_data(experiment: Experiment) -> Loaded:
     """Load the splits and the teacher of an experiment (checks run before any training)."""
     from .data import dataset_info, load_dataset
     from .methods import get_method
-    from .models.spec import build_from_spec, check_trained_on
+    from .models.trained_on import check_trained_on
     from .scales import current_scale
+    from .specs import build_from_spec
 
     method = get_method(experiment.method)  # fail fast on bad names, before loading anything
     if method.requires_teacher and experiment.teacher is None:
@@ -188,7 +189,7 @@ def run_experiment(
     to ``run_dir/results.json``).
     """
     from .methods import build_distiller
-    from .models.spec import build_from_spec, parse_model_spec
+    from .specs import build_from_spec, parse_model_spec
     from .train import run_seeds
     from .train.recorder import RunRecorder
     from .train.recorder import save_student as write_student

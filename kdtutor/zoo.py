@@ -32,7 +32,7 @@ from .io import atomic_save, atomic_write_json, safe_load, sha256_file
 from .locations import shipped_zoo_dir, source_checkout
 
 if TYPE_CHECKING:
-    from .models.spec import TrainedOn
+    from .models.trained_on import TrainedOn
 
 WEIGHTS_FORMAT = "kdtutor-weights/1"
 
@@ -330,7 +330,7 @@ def trained_on(name: str) -> TrainedOn:
     """The dataset, class count and input shape a zoo teacher was trained on (its recipe's
     dataset, as its manifest entry records it)."""
     from .data import dataset_info
-    from .models.spec import TrainedOn
+    from .models.trained_on import TrainedOn
 
     recipe = get_recipe(name)
     folder = recipe_dir(recipe)

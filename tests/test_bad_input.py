@@ -39,7 +39,7 @@ from kdtutor.launch import RunFolderError
 from kdtutor.methods import build_distiller
 from kdtutor.models import build_model
 from kdtutor.models.common import FeatureAttributeError
-from kdtutor.models.spec import IncompatibleTeacherError
+from kdtutor.models.trained_on import IncompatibleTeacherError
 from kdtutor.train import fit, parse_seeds
 from kdtutor.zoo import load_teacher
 
@@ -168,7 +168,7 @@ def _corrupt_image_folder(tmp: Path):
 
 
 def _weights_of_another_model(tmp: Path):
-    from kdtutor.models.spec import build_from_spec
+    from kdtutor.specs import build_from_spec
     from kdtutor.train.recorder import save_student
 
     save_student(build_model("cnn_small"), tmp / "w.pt", {"model": "cnn_small"})

@@ -252,7 +252,7 @@ def test_a_zoo_teacher_is_refused_on_another_dataset(capsys):
 
 def test_a_timm_model_builds_offline():
     pytest.importorskip("timm")
-    from kdtutor.models.spec import build_from_spec
+    from kdtutor.specs import build_from_spec
 
     model = build_from_spec("timm:resnet18", num_classes=7, in_channels=1, role="student")
     assert model(torch.zeros(2, 1, 32, 32)).shape == (2, 7)

@@ -3,7 +3,7 @@
 Each check raises one clear error naming the problem and the fix, instead of a shape error
 deep inside the first step (or, worse, a run that trains silently from a teacher made for
 other data). Only what can be known cheaply is checked: class counts, input channels, image
-shapes of the two splits, and what a teacher was trained on (:class:`~kdtutor.models.spec.TrainedOn`).
+shapes of the two splits, and what a teacher was trained on (:class:`~kdtutor.models.trained_on.TrainedOn`).
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from torch import nn
 
 from ..data import ArrayDataset
 from ..errors import ShapeMismatchError
-from ..models.spec import check_trained_on
 from ..models.summary import first_in_channels
+from ..models.trained_on import check_trained_on
 
 __all__ = ["check_networks_fit_data"]
 

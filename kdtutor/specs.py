@@ -10,9 +10,9 @@ Spec forms (``--teacher`` and ``--student``):
 - ``timm:resnet18`` or ``timm:resnet18:weights.pt``: a `timm <https://github.com/huggingface/pytorch-image-models>`_
   model (``pip install 'kdtutor[timm]'``; never downloads: pretrained weights come from a file).
 
-A model built here carries :class:`TrainedOn` (as ``model.trained_on``) when its file says
-what it was trained on; :func:`check_trained_on` refuses a run on another dataset, image
-shape or class count before training.
+A model built here carries :class:`~kdtutor.models.trained_on.TrainedOn` (as
+``model.trained_on``) when its file says what it was trained on; ``fit`` then refuses a run
+on another dataset, image shape or class count before training.
 """
 
 from __future__ import annotations
@@ -24,24 +24,11 @@ from typing import Any
 
 from torch import nn
 
-from ..errors import CheckpointError, KDTutorError
-from ..io import safe_load
+from .errors import CheckpointError, KDTutorError
+from .io import safe_load
+from .models.trained_on import IncompatibleTeacherError, TrainedOn
 
-__all__ = ["ModelSpec", "TrainedOn", "build_from_spec", "check_trained_on", "parse_model_spec"]
-
-
-class IncompatibleTeacherError(KDTutorError, ValueError):
-    """A model trained on other data (dataset, input shape or classes) than the run's."""
-
-
-@dataclass(frozen=True)
-class TrainedOn:
-    """What a model was trained on, as its manifest or weights file records it."""
-
-    dataset: str
-    num_classes: int
-    input_shape: tuple[int, ...] | None = None
-    """(channels, height, width) of its inputs, when recorded."""
+__all__ = ["ModelSpec", "build_from_spec", "parse_model_spec"]
 
 
 @dataclass(frozen=True)
@@ -85,7 +72,7 @@ def build_from_spec(
     """
     spec = parse_model_spec(spec) if isinstance(spec, str) else spec
     if spec.kind == "zoo":
-        from ..zoo import load_teacher, trained_on
+        from .zoo import load_teacher, trained_on
 
         model = load_teacher(spec.name)
         model.trained_on = trained_on(spec.name)  # type: ignore[assignment]
@@ -95,11 +82,11 @@ def build_from_spec(
     if spec.kind == "timm":
         model = _build_timm(spec.name, num_classes, in_channels)
         if spec.weights is not None:
-            from .weights import load_weights
+            from .models.weights import load_weights
 
             load_weights(model, spec.weights)
     else:
-        from . import build_model
+        from .models import build_model
 
         model = build_model(
             spec.name, num_classes=num_classes, in_channels=in_channels, weights_path=spec.weights
@@ -157,39 +144,9 @@ def _build_timm(name: str, num_classes: int, in_channels: int) -> nn.Module:
             f"timm:{name} needs the timm package: pip install 'kdtutor[timm]'."
         ) from None
     if not timm.list_models(name):
-        from ..errors import unknown_name
+        from .errors import unknown_name
 
         raise unknown_name("timm model", name, timm.list_models(), hint="`timm.list_models()`.")
     model = timm.create_model(name, pretrained=False, num_classes=num_classes, in_chans=in_channels)
     model.num_classes = num_classes
     return model
-
-
-def check_trained_on(
-    model: nn.Module, *, role: str, dataset: str | None, num_classes: int, input_shape: Any
-) -> None:
-    """Refuse a model trained on another dataset, input shape or class count than the run's.
-
-    ``input_shape`` is the run's (channels, height, width); a model without ``trained_on``
-    (built here without a file that records it, or made by hand) passes unchecked.
-    """
-    trained = getattr(model, "trained_on", None)
-    if not isinstance(trained, TrainedOn):
-        return
-    shape = tuple(int(s) for s in input_shape) if input_shape is not None else None
-    problems = []
-    if dataset is not None and trained.dataset != dataset:
-        problems.append(f"it was trained on {trained.dataset!r}, this run uses {dataset!r}")
-    if trained.num_classes != num_classes:
-        problems.append(f"it has {trained.num_classes} classes, the data {num_classes}")
-    if trained.input_shape is not None and shape is not None and trained.input_shape != shape:
-        problems.append(
-            f"it takes {'x'.join(map(str, trained.input_shape))} inputs, the data is "
-            f"{'x'.join(map(str, shape))}"
-        )
-    if problems:
-        raise IncompatibleTeacherError(
-            f"the {role} does not fit this data: {'; '.join(problems)}. Pick a {role} trained "
-            f"on {dataset or 'this dataset'} (`kdtutor zoo list` shows each teacher's dataset) "
-            "or train one first (`kdtutor distill --method scratch --save-student`)."
-        )
