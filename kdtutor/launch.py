@@ -17,7 +17,6 @@ each seed from its checkpoint (bit-identical on CPU to an uninterrupted run), an
 
 from __future__ import annotations
 
-import logging
 import os
 import shutil
 from dataclasses import dataclass
@@ -29,8 +28,6 @@ from .errors import KDTutorError
 from .experiment import Experiment, load_experiment, write_experiment
 
 __all__ = ["RunFolderError", "prepare_run_folder", "run_experiment"]
-
-log = logging.getLogger(__name__)
 
 SMOKE_SIZES = {"train": 1000, "test": 500}
 """Training and test images used at smoke scale when the experiment gives no sizes."""
@@ -189,6 +186,7 @@ def run_experiment(
     to ``run_dir/results.json``).
     """
     from .methods import build_distiller
+    from .scales import current_scale
     from .specs import build_from_spec, parse_model_spec
     from .train import run_seeds
     from .train.recorder import RunRecorder
@@ -197,10 +195,11 @@ def run_experiment(
     folder = None
     if run_dir is not None:
         folder, previous = prepare_run_folder(run_dir, resume=resume, overwrite=overwrite)
-        if previous is not None and previous.to_dict() != experiment.to_dict():
+        differences = _differences(previous, experiment) if previous is not None else []
+        if differences:
             raise RunFolderError(
                 f"the run in {folder} was made with another experiment, so it cannot be "
-                f"resumed with this one ({'; '.join(_differences(previous, experiment))}). "
+                f"resumed with this one ({'; '.join(differences)}). "
                 "Resume with the same settings, or start again with --overwrite."
             )
     elif save_student:
@@ -211,6 +210,8 @@ def run_experiment(
     train, test = loaded.train, loaded.test
     cfg = experiment.train_config()  # validated before anything is written
 
+    students: dict[int, Any] = {}  # the distillers whose students --save-student writes
+
     def make(seed: int) -> Any:
         student = build_from_spec(
             experiment.student,
@@ -218,13 +219,16 @@ def run_experiment(
             in_channels=train.in_channels,
             role="student",
         )
-        return build_distiller(
+        distiller = build_distiller(
             experiment.method,
             student,
             loaded.teacher,
             dict(experiment.hparams),
             input_shape=tuple(train.images.shape[1:]),
         )
+        if save_student:
+            students[seed] = distiller
+        return distiller
 
     meta = {
         "model": parse_model_spec(experiment.student).name,
@@ -246,15 +250,9 @@ def run_experiment(
         recorders.append(RunRecorder(folder, seed, meta=meta, tensorboard=tensorboard))
         return recorders[-1]
 
-    students: dict[int, Any] = {}
-
-    def make_and_keep(seed: int) -> Any:
-        students[seed] = make(seed)
-        return students[seed]
-
     try:
         run = run_seeds(
-            make_and_keep,
+            make,
             train,
             test,
             seeds=experiment.seeds,
@@ -274,6 +272,7 @@ def run_experiment(
         "teacher": experiment.teacher,
         "student": experiment.student,
         "hparams": dict(experiment.hparams),
+        "scale": current_scale(experiment.scale),
         **run.to_dict(),
     }
     if folder is not None and main:

@@ -124,6 +124,7 @@ def test_a_yaml_file_round_trips_through_the_run_folder(tmp_path):
     assert written.train["epochs"] == 1
     results = json.loads((tmp_path / "r" / "results.json").read_text())
     assert results["experiment"]["train"]["epochs"] == 1
+    assert results["scale"] == os.environ["KDTUTOR_SCALE"]  # resolved, not the file's None
     assert len(results["runs"][0]["history"]) == 1
 
 
