@@ -7,7 +7,6 @@ exit with status 2; they never print a traceback.
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import sys
 from collections.abc import Sequence
@@ -61,25 +60,18 @@ EXAMPLES = {
 }
 
 
-def _parse_value(text: str) -> Any:
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        lowered = text.lower()
-        if lowered in ("true", "false"):
-            return lowered == "true"
-        return text
-
-
 def _parse_sets(items: Sequence[str]) -> dict[str, Any]:
+    """``--set NAME=VALUE`` items as method hyperparameters (values parsed as overrides are)."""
+    from .experiment import parse_override
+
     values: dict[str, Any] = {}
     for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
+        keys, value = parse_override(item) if "=" in item else ([], None)
+        if len(keys) != 1:
             raise argparse.ArgumentTypeError(
-                f"--set expects KEY=VALUE (e.g. --set T=4), got {item!r}"
+                f"--set expects NAME=VALUE (e.g. --set T=4), got {item!r}"
             )
-        values[key.strip()] = _parse_value(value.strip())
+        values[keys[0]] = value
     return values
 
 
