@@ -45,6 +45,8 @@ EXAMPLES = {
   kdtutor bench --suite knowledge --preset smoke
   kdtutor bench --suite knowledge --preset book --jobs 2
   kdtutor bench --suite knowledge --preset book --methods scratch,kd,crd --seeds 0
+  kdtutor bench --suite knowledge --preset book --tune --jobs 2      # equal tuning (validation)
+  kdtutor bench --suite knowledge --preset book --weights tuned      # the suite at tuned weights
   KDTUTOR_DATA=~/datasets kdtutor bench --suite knowledge --preset repdistiller   # on a GPU""",
     "plot": """examples:
   kdtutor plot runs/kd                 # writes runs/kd/curves.png (also while the run trains)
@@ -390,20 +392,38 @@ def _bench_views(args: argparse.Namespace) -> int:
 
 def _bench_knowledge(args: argparse.Namespace) -> int:
     from .bench.knowledge import compare_with_published, run_suite, summarize
+    from .bench.tuning import run_tuned_suite, run_tuning, tuned_factors
     from .train import parse_seeds
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
     seeds = parse_seeds(args.seeds) if args.seeds else None
-    rows = run_suite(
-        args.preset,
-        methods=methods,
-        seeds=seeds,
-        pairs=[p.strip() for p in args.pairs.split(",")] if args.pairs else None,
-        epochs=args.epochs,
-        out=args.out,
-        jobs=args.jobs,
-        command="kdtutor " + " ".join(sys.argv[1:]),
-    )
+    pairs = [p.strip() for p in args.pairs.split(",")] if args.pairs else None
+    command = "kdtutor " + " ".join(sys.argv[1:])
+    if args.tune:
+        if seeds or args.epochs or (pairs and len(pairs) > 1):
+            raise KDTutorError(
+                "--tune runs seed 0 at the preset's epochs on one pair: drop --seeds and "
+                "--epochs, and give at most one --pairs."
+            )
+        tuning = run_tuning(
+            args.preset,
+            methods=methods,
+            pair=pairs[0] if pairs else None,
+            out=args.out,
+            jobs=args.jobs,
+            command=command,
+        )
+        for method, factor in tuned_factors(tuning).items():
+            print(f"{method:<9} tuned factor x{factor:g} (of the published loss weights)")
+        return 0
+    options = dict(
+        methods=methods, seeds=seeds, pairs=pairs, epochs=args.epochs, out=args.out,
+        jobs=args.jobs, command=command,
+    )  # fmt: skip
+    if args.weights == "tuned":
+        rows = run_tuned_suite(args.preset, **options)
+    else:
+        rows = run_suite(args.preset, **options)
     table = summarize(rows)
     print(f"{'pair':<22} {'method':<9} {'best %':>14} {'last %':>14} {'seeds':>5}")
     for r in table:
@@ -655,7 +675,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--preset",
-        choices=["smoke", "book", "shapes", "repdistiller", "full"],
+        choices=["smoke", "book", "repdistiller", "full"],
         default="book",
         help="repdistiller (alias full): RepDistiller's CIFAR-100 protocol, on a GPU; "
         "--speed and --suite views take smoke, book (and full for --speed)",
@@ -673,6 +693,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", default=None, help="CSV path (default data/results/<suite>_<preset>.csv)"
     )
     p.add_argument("--jobs", type=_positive_int, default=1, help="parallel processes")
+    p.add_argument(
+        "--tune",
+        action="store_true",
+        help="--suite knowledge: run the equal-tuning grid (each method's loss weights x0.01, "
+        "x0.1, x1, x10, seed 0, scored on the validation images) into "
+        "data/results/tuning_<preset>.csv",
+    )
+    p.add_argument(
+        "--weights",
+        choices=["published", "tuned"],
+        default="published",
+        help="--suite knowledge: the methods' published loss weights, or the tuned ones "
+        "(needs --tune first; writes knowledge_<preset>_tuned.csv)",
+    )
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser(

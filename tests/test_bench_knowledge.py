@@ -115,7 +115,7 @@ def test_suite_writes_csv_with_provenance_and_resumes(tmp_path):
     rows = run_suite(
         "smoke",
         methods=["scratch", "kd", "at", "crd"],
-        pairs=["cnn_medium->cnn_tiny"],
+        pairs=["cnn_large->cnn_tiny_s2"],
         out=out,
         log=logs.append,
         command="test",
@@ -127,18 +127,18 @@ def test_suite_writes_csv_with_provenance_and_resumes(tmp_path):
     assert [r["method"] for r in loaded] == ["scratch", "kd", "at", "crd"]
     assert all(0 <= r["best_acc"] <= 100 and r["best_acc"] >= r["last_acc"] for r in loaded)
     # each row carries the final student's right/wrong flag per test image, which scores it
-    n_test = len(load_dataset("mnist5k", "test", size=PRESETS["smoke"].test_size))
+    n_test = len(load_dataset("shapes", "test", size=PRESETS["smoke"].test_size))
     for r in loaded:
         flags = decode_correct(r["correct"], n_test)
         assert 100 * flags.mean() == pytest.approx(r["last_acc"], abs=1e-3)
     assert mcnemar_exact(*(decode_correct(r["correct"], n_test) for r in loaded[:2])).p_value <= 1
     # a second call finds every run done and trains nothing
-    again = run_suite("smoke", methods=["scratch", "kd"], pairs=["cnn_medium->cnn_tiny"],
+    again = run_suite("smoke", methods=["scratch", "kd"], pairs=["cnn_large->cnn_tiny_s2"],
                       out=out, log=logs.append)  # fmt: skip
     assert len(again) == 4 and logs[-1].startswith("0 runs to do")
     # a longer schedule goes to its own file, and the header says so
     longer = tmp_path / "k3.csv"
-    run_suite("smoke", methods=["scratch"], pairs=["cnn_medium->cnn_tiny"], epochs=2, out=longer,
+    run_suite("smoke", methods=["scratch"], pairs=["cnn_large->cnn_tiny_s2"], epochs=2, out=longer,
               log=None)  # fmt: skip
     rows, header = load_results(longer)
     assert header["epochs"].startswith("2") and rows[0]["best_epoch"] in (1, 2)
@@ -166,7 +166,7 @@ def test_suite_refuses_bad_names_and_other_presets_results(tmp_path):
 def test_bench_cli_smoke(tmp_path, capsys):
     out = tmp_path / "k.csv"
     code = main(["bench", "--suite", "knowledge", "--preset", "smoke", "--methods",
-                 "scratch,kd,rkd", "--pairs", "cnn_medium->resnet8", "--out", str(out)])  # fmt: skip
+                 "scratch,kd,rkd", "--pairs", "cnn_large->resnet8_tiny_s2", "--out", str(out)])  # fmt: skip
     assert code == 0
     printed = capsys.readouterr().out
     assert "rkd" in printed and "Spearman" in printed

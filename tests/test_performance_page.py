@@ -1,6 +1,7 @@
 """The appendix "Performance and scaling": listed in the table of contents, and its prose quotes
-the committed measurements it loads (data/results/speed_book.json and views_book.json), so a
-re-run of either bench that changes the numbers also requires the page's text to be updated.
+the committed measurements it loads (data/results/speed_book.json and views_book.json): the
+numbers in its prose are glued from the cells that read them, and the glued values are those of
+the files.
 
 The notebook itself is executed by tests/test_notebooks.py like every page of the book.
 """
@@ -12,6 +13,7 @@ import sys
 from pathlib import Path
 
 import nbformat
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -34,27 +36,39 @@ def test_the_page_opens_the_appendix():
     assert toc.index("book/appendix/performance") < toc.index("book/appendix/deviations")
 
 
-def test_prose_quotes_the_committed_speed_measurement():
+def _glued() -> dict[str, float]:
+    """The values the committed notebook glued into its prose, by key."""
+    nb = nbformat.read(PAGE, as_version=4)
+    values = {}
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            name = out.get("metadata", {}).get("scrapbook", {}).get("name")
+            text = out.get("data", {}).get("text/plain")
+            if name and text is not None:
+                try:
+                    values[name] = float(text)
+                except ValueError:
+                    continue
+    return values
+
+
+def test_prose_numbers_are_the_committed_speed_measurement():
     speed = json.loads((RESULTS / "speed_book.json").read_text())
-    prose = _prose()
-    ratios = speed["ratios"]
-    assert f"it is {ratios['kdtutor/hand']['value']:.2f}" in prose
-    assert f"and is {ratios['kdtutor+cache/scratch']['value']:.2f}" in prose
-    assert f"({ratios['kdtutor+cache/scratch']['value']:.2f}×)" in prose
-    assert f"ratio ({ratios['kdtutor+cache/kdtutor']['value']:.2f})" in prose
+    ratios, glued = speed["ratios"], _glued()
+    assert glued["kd_vs_hand"] == pytest.approx(ratios["kdtutor/hand"]["value"])
+    assert glued["cache_vs_scratch"] == pytest.approx(ratios["kdtutor+cache/scratch"]["value"])
+    assert glued["cache_vs_kd"] == pytest.approx(ratios["kdtutor+cache/kdtutor"]["value"])
     spreads = [v["spread"] for v in speed["variants"].values()]
-    assert f"up to {round(100 * (max(spreads) - 1)):d}%" in prose
+    assert glued["speed_spread_pct"] == pytest.approx(100 * (max(spreads) - 1))
+    assert "{glue:text}`kd_vs_hand:.2f`" in _prose()
 
 
-def test_prose_quotes_the_committed_views_measurement():
+def test_prose_numbers_are_the_committed_views_measurement():
     views = json.loads((RESULTS / "views_book.json").read_text())
     best = {r["variant"]: r for r in views["summary"]}
-    prose = _prose()
-    fresh = best["fresh augmentation (no cache)"]
-    assert f"{fresh['best_mean']:.2f} ± {fresh['best_std']:.2f}%" in prose
-    assert f"4 views reach {best['4 cached views']['best_mean']:.2f}%" in prose
-    assert f"8 views {best['8 cached views']['best_mean']:.2f}%" in prose
-    none = best["no augmentation (cached)"]
-    assert f"{none['best_mean']:.2f} ± {none['best_std']:.2f}%" in prose
-    gap = none["best_mean"] - fresh["best_mean"]
-    assert f"about {gap:.1f} points" in prose
+    glued = _glued()
+    fresh, none = best["fresh augmentation (no cache)"], best["no augmentation (cached)"]
+    assert glued["fresh_best"] == pytest.approx(fresh["best_mean"])
+    assert glued["fresh_std"] == pytest.approx(fresh["best_std"])
+    assert glued["plain_best"] == pytest.approx(none["best_mean"])
+    assert glued["plain_gap"] == pytest.approx(none["best_mean"] - fresh["best_mean"])

@@ -29,7 +29,7 @@ import io
 import os
 import re
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,9 +58,11 @@ __all__ = [
     "knowledge_methods",
     "load_results",
     "method_hparams",
+    "preset_data",
     "run_one",
     "run_suite",
     "summarize",
+    "write_results",
 ]
 
 KNOWLEDGE_FAMILIES: tuple[str, ...] = ("baseline", "response", "feature", "relation")
@@ -110,6 +112,9 @@ class Preset:
     seeds: tuple[int, ...]
     train_size: int | None = None
     test_size: int | None = None
+    val_size: int | None = None
+    """Validation images for the equal tuning (:mod:`kdtutor.bench.tuning`): the training
+    split's images after the first ``train_size`` ones, never trained on."""
     batch_size: int = 64
     lr: float = 0.05
     schedule: str = "cosine"
@@ -119,14 +124,13 @@ class Preset:
     train: dict[str, Any] = field(default_factory=dict)
 
 
-MNIST_PAIRS = (
-    Pair("mnist5k_cnn", "cnn_tiny", "cnn_medium->cnn_tiny"),
-    Pair("mnist5k_cnn", "resnet8", "cnn_medium->resnet8"),
+BOOK_PAIRS = (
+    Pair("shapes_cnn_large", "cnn_tiny_s2", "cnn_large->cnn_tiny_s2"),
+    Pair("shapes_cnn_large", "resnet8_tiny_s2", "cnn_large->resnet8_tiny_s2"),
+    Pair("shapes_cnn_large", "cnn_wide_s2", "cnn_large->cnn_wide_s2"),
 )
-SHAPES_PAIRS = (
-    Pair("shapes_cnn_large", "cnn_small", "cnn_large->cnn_small"),
-    Pair("shapes_cnn_large", "resnet8", "cnn_large->resnet8"),
-)
+"""The book-scale protocol's pairs: one teacher, three students crossing size with family
+(a 9k- and a 24k-parameter plain CNN, and an 11k-parameter ResNet the size of the small CNN)."""
 REPDISTILLER_PAIRS = (
     Pair("wrn_40_2", "wrn_16_2", "wrn_40_2->wrn_16_2"),
     Pair("resnet56", "resnet20", "resnet56->resnet20"),
@@ -135,13 +139,30 @@ REPDISTILLER_PAIRS = (
 )
 
 PRESETS: dict[str, Preset] = {
-    # a few seconds per run: checks that every method runs, not what it finds
-    "smoke": Preset("mnist5k", MNIST_PAIRS, epochs=1, seeds=(0,), train_size=256, test_size=128),
-    # the comparison chapter's runs: about 40 s per run on one CPU core (about an hour for
-    # 20 methods x 2 pairs x 3 seeds). The students learn mnist5k in a few epochs, while on
-    # `shapes` they need about 20k images x 15 epochs (the "shapes" preset, about 5 min a run).
-    "book": Preset("mnist5k", MNIST_PAIRS, epochs=8, seeds=(0, 1, 2)),
-    "shapes": Preset("shapes", SHAPES_PAIRS, epochs=15, seeds=(0, 1, 2), batch_size=128),
+    # a few seconds per run: checks that every method runs on the protocol's pairs, not what
+    # it finds
+    "smoke": Preset(
+        "shapes",
+        BOOK_PAIRS,
+        epochs=1,
+        seeds=(0,),
+        train_size=256,
+        val_size=128,
+        test_size=128,
+        batch_size=64,
+    ),
+    # the book-scale protocol (CONTRIBUTING.md, "The book-scale protocol"): 20,000 shapes
+    # images, 5,000 more for validation, 10,000 test images, EPOCHS_BOOK epochs
+    "book": Preset(
+        "shapes",
+        BOOK_PAIRS,
+        epochs=12,
+        seeds=(0, 1, 2),
+        train_size=20_000,
+        val_size=5_000,
+        test_size=10_000,
+        batch_size=64,
+    ),
     # RepDistiller's protocol (REFERENCES.md), on a GPU: fit picks CUDA when present, and
     # threads=None leaves torch's thread count alone
     "repdistiller": Preset(
@@ -183,7 +204,7 @@ def get_preset(name: str) -> Preset:
             "preset",
             name,
             PRESETS,
-            hint="Presets: smoke, book, shapes, repdistiller (alias full).",
+            hint="Presets: smoke, book, repdistiller (alias full).",
         ) from None
 
 
@@ -227,13 +248,48 @@ def load_pair_teacher(pair: Pair, dataset: str, num_classes: int) -> Any:
     return model.eval()
 
 
+def preset_data(preset: Preset, split: str) -> Any:
+    """The preset's ``"train"``, ``"val"`` or ``"test"`` images. The validation images are the
+    training split's next ``val_size`` images after the first ``train_size`` (for ``shapes``,
+    a larger size is a prefix-extension of a smaller one), so they are never trained on."""
+    from ..data import load_dataset
+
+    if split == "test":
+        return load_dataset(preset.dataset, "test", size=preset.test_size)
+    if split not in ("train", "val"):
+        raise KDTutorError(f"split must be 'train', 'val' or 'test', got {split!r}.")
+    if not preset.val_size:
+        if split == "val":
+            raise KDTutorError(
+                f"the preset on {preset.dataset!r} has no validation split (val_size is unset)."
+            )
+        return load_dataset(preset.dataset, "train", size=preset.train_size)
+    n_train = preset.train_size
+    size = None if n_train is None else n_train + preset.val_size
+    full = load_dataset(preset.dataset, "train", size=size)
+    n_train = len(full) - preset.val_size if n_train is None else n_train
+    if n_train < 1:
+        raise KDTutorError(
+            f"{preset.dataset!r} has {len(full)} training images: too few for a validation "
+            f"split of {preset.val_size}."
+        )
+    if split == "train":
+        return full.subset(n_train)
+    return full.subset(range(n_train, n_train + preset.val_size))
+
+
 def run_one(
-    pair: Pair, method: str, seed: int, preset: Preset, hparams: dict[str, Any] | None = None
+    pair: Pair,
+    method: str,
+    seed: int,
+    preset: Preset,
+    hparams: dict[str, Any] | None = None,
+    evaluate: str = "test",
 ) -> dict[str, Any]:
-    """Train one (pair, method, seed) run of ``preset`` and return its CSV row."""
+    """Train one (pair, method, seed) run of ``preset`` and return its CSV row; the
+    accuracies are measured on ``evaluate`` (``"test"``, or ``"val"`` when tuning)."""
     import torch
 
-    from ..data import load_dataset
     from ..methods import build_distiller
     from ..models import build_model
     from ..seeding import seed_everything
@@ -241,8 +297,8 @@ def run_one(
 
     if preset.threads:
         torch.set_num_threads(preset.threads)
-    train = load_dataset(preset.dataset, "train", size=preset.train_size)
-    test = load_dataset(preset.dataset, "test", size=preset.test_size)
+    train = preset_data(preset, "train")
+    test = preset_data(preset, evaluate)
     # methods without a teacher (scratch, Tf-KD's virtual teacher) get none
     teacher = (
         load_pair_teacher(pair, preset.dataset, train.num_classes)
@@ -334,16 +390,22 @@ def load_results(path: str | os.PathLike[str]) -> tuple[list[dict[str, Any]], di
     return rows, header
 
 
-def _write(path: Path, header: list[str], rows: Iterable[dict[str, Any]]) -> None:
+def write_results(
+    path: Path,
+    header: list[str],
+    rows: Iterable[dict[str, Any]],
+    columns: Sequence[str] = COLUMNS,
+) -> None:
+    """Write ``rows`` as a CSV with ``# header`` lines on top, atomically (never half a file)."""
     buffer = io.StringIO()
     buffer.writelines(f"# {line}\n" for line in header)
-    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
     atomic_write_text(path, buffer.getvalue())
 
 
-def _run_task(task: tuple[Pair, str, int, Preset]) -> dict[str, Any]:
+def _run_task(task: tuple[Pair, str, int, Preset, dict[str, Any]]) -> dict[str, Any]:
     return run_one(*task)
 
 
@@ -358,11 +420,16 @@ def run_suite(
     jobs: int = 1,
     command: str | None = None,
     log: Callable[[str], None] | None = print,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+    reuse: str | os.PathLike[str] | None = None,
 ) -> list[dict[str, Any]]:
     """Run every (pair, method, seed) of the preset not yet in ``out``; returns all rows.
 
     Rows are written atomically after each finished run, so an interrupted suite loses at
     most the runs in flight. ``jobs > 1`` runs that many processes (one thread each).
+    ``overrides`` maps a method to hyperparameters replacing its defaults (the tuned loss
+    weights of :mod:`kdtutor.bench.tuning`); the runs of a method without overrides are
+    copied from the suite CSV ``reuse`` when it holds them (the same run, already made).
     """
     from ..zoo import scaled_milestones
 
@@ -403,9 +470,18 @@ def run_suite(
                 f"{path} holds results of preset {old.get('preset')!r}, not {preset_name!r}: "
                 "choose another --out or delete the file."
             )
+    overrides = overrides or {}
+    reused = 0
+    if reuse is not None and Path(reuse).exists():
+        have = {(r["pair"], r["method"], int(r["seed"])) for r in rows}
+        for row in load_results(reuse)[0]:
+            key = (row["pair"], row["method"], int(row["seed"]))
+            if row["method"] in methods and row["method"] not in overrides and key not in have:
+                rows.append(row)
+                reused += 1
     done = {(r["pair"], r["method"], int(r["seed"])) for r in rows}
     tasks = [
-        (pair, method, seed, preset)
+        (pair, method, seed, preset, dict(overrides.get(method, {})))
         for pair in chosen
         for method in methods
         for seed in seeds
@@ -415,11 +491,14 @@ def run_suite(
     if epochs is not None:
         header.append(f"epochs: {epochs} (preset: {get_preset(preset_name).epochs})")
     if log:
-        log(f"{len(tasks)} runs to do ({len(done)} already in {path})")
+        log(
+            f"{len(tasks)} runs to do ({len(done) - reused} already in {path}"
+            + (f", {reused} copied from {reuse})" if reused else ")")
+        )
 
     def record(row: dict[str, Any]) -> None:
         rows.append(row)
-        _write(path, header, rows)
+        write_results(path, header, rows)
         if log:
             log(
                 f"{row['pair']:<22} {row['method']:<9} seed {row['seed']}  best {row['best_acc']:.2f}"
@@ -435,8 +514,8 @@ def run_suite(
         with multiprocessing.get_context("spawn").Pool(jobs) as pool:
             for row in pool.imap_unordered(_run_task, tasks):
                 record(row)
-    if not tasks and not path.exists():
-        _write(path, header, rows)
+    if not tasks and (reused or not path.exists()):
+        write_results(path, header, rows)
     return rows
 
 

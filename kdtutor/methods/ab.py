@@ -66,6 +66,7 @@ class AB(FeatureDistiller):
 
     name = "ab"
     family = "feature"
+    loss_weights = ("init_beta",)
     epoch_hparams: ClassVar[Mapping[str, int]] = {"init_epochs": 30}
     paper = (
         "Heo, Lee, Yun, Choi (2019). Knowledge Transfer via Distillation of Activation "

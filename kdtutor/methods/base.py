@@ -61,6 +61,10 @@ class Distiller(nn.Module):
     (e.g. FT's ``init_epochs`` = 30), which :meth:`scaled_hparams` shrinks for shorter runs."""
     protocol_epochs: ClassVar[int] = 240
     """Length of the published schedule (RepDistiller's CIFAR-100 protocol: 240 epochs)."""
+    loss_weights: ClassVar[tuple[str, ...]] = ()
+    """The hyperparameters that weight the distillation terms against the cross-entropy (e.g.
+    ``("beta",)``); the comparison's equal tuning multiplies them all by one factor
+    (:mod:`kdtutor.bench.tuning`). Empty for methods with nothing to tune that way."""
 
     @classmethod
     def scaled_hparams(cls, epochs: int, n_train: int | None = None) -> dict[str, Any]:

@@ -35,6 +35,7 @@ class DIST(Distiller):
 
     name = "dist"
     family = "response"
+    loss_weights = ("beta", "gamma")
     paper = "Huang, You, Wang, Qian, Xu (2022). Knowledge Distillation from A Stronger Teacher"
     hparams_cls = DISTHParams
 

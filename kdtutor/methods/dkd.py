@@ -39,6 +39,7 @@ class DKD(Distiller):
 
     name = "dkd"
     family = "response"
+    loss_weights = ("alpha", "beta")
     paper = "Zhao, Cui, Song, Qiu, Liang (2022). Decoupled Knowledge Distillation"
     hparams_cls = DKDHParams
     epoch_hparams: ClassVar[Mapping[str, int]] = {"warmup_epochs": 20}

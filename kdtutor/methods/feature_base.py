@@ -208,6 +208,7 @@ class FeatureDistiller(Distiller):
     hparams_cls: ClassVar[type[HParams]] = FeatureHParams
     path_policy: ClassVar[PathPolicy] = "stages"
     uses_connectors: ClassVar[bool] = True
+    loss_weights: ClassVar[tuple[str, ...]] = ("beta",)
 
     def __init__(
         self,

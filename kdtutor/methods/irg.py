@@ -46,6 +46,7 @@ class IRG(FeatureDistiller):
 
     name = "irg"
     family = "relation"
+    loss_weights = ("w_vertex", "w_edge", "w_transform")
     paper = (
         "Liu, Cao, Li, Yuan, Hu, Li, Duan (2019). Knowledge Distillation via Instance "
         "Relationship Graph"

@@ -34,6 +34,7 @@ class KD(Distiller):
 
     name = "kd"
     family = "response"
+    loss_weights = ("kd_weight",)
     paper = "Hinton, Vinyals, Dean (2015). Distilling the Knowledge in a Neural Network"
     hparams_cls = KDHParams
 

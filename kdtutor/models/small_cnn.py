@@ -168,6 +168,15 @@ _PRESETS = {
         {"widths": (6, 12, 16), "blocks_per_stage": 1},
         "A ~3k-parameter plain CNN (3 convolutions): a very small student that may be too small to use soft targets.",
     ),
+    # the book-scale protocol's students: the teacher's stride-2 stem, a quarter of the FLOPs
+    "cnn_tiny_s2": (
+        {"widths": (8, 16, 32), "blocks_per_stage": (1, 2, 1), "stem_stride": 2},
+        "cnn_tiny with a stride-2 stem (~9k parameters, 0.7 MFLOPs on 32x32): the book-scale protocol's small CNN student.",
+    ),
+    "cnn_wide_s2": (
+        {"widths": (16, 32, 64), "blocks_per_stage": 1, "stem_stride": 2},
+        "Twice cnn_tiny_s2's width, one block per stage, a stride-2 stem (~24k parameters, 1.4 MFLOPs on 32x32): the book-scale protocol's larger CNN student.",
+    ),
 }
 
 
