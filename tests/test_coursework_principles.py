@@ -169,4 +169,4 @@ def test_quiet_success():
 def test_messages_are_wrapped_for_notebooks():
     with pytest.raises(KDLossCheckError) as info:
         check_kd_loss(pytorch_defaults)
-    assert max(len(line) for line in str(info.value).splitlines()) <= 88
+    assert max(len(line) for line in str(info.value).splitlines()) <= 78

@@ -272,4 +272,4 @@ def test_quiet_success(capsys):
 def test_messages_are_wrapped_for_notebooks():
     with pytest.raises(RelationCheckError) as info:
         check_rkd_distance_loss(rkd_squared_and_mse)
-    assert max(len(line) for line in str(info.value).splitlines()) <= 88
+    assert max(len(line) for line in str(info.value).splitlines()) <= 78

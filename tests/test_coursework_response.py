@@ -188,4 +188,4 @@ def test_quiet_success(capsys):
 def test_messages_are_wrapped_for_notebooks():
     with pytest.raises(DKDLossCheckError) as info:
         check_dkd_loss(with_bug("direction"))
-    assert max(len(line) for line in str(info.value).splitlines()) <= 88
+    assert max(len(line) for line in str(info.value).splitlines()) <= 78

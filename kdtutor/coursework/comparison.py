@@ -21,6 +21,7 @@ import math
 from collections.abc import Callable, Sequence
 
 from .engine import Mistake, find_mistake
+from .messages import wrap_message
 
 __all__ = ["SpearmanCheckError", "check_spearman", "reference_spearman"]
 
@@ -137,8 +138,13 @@ def check_spearman(fn: SpearmanFn, *, raise_on_failure: bool = True, verbose: bo
             if raise_on_failure:
                 raise SpearmanCheckError(message)
             if verbose:
-                print(message)
+                print(wrap_message(message))
             return False
     if verbose:
-        print(f"✓ all {len(_CASES)} cases pass: your Spearman correlation is right, ties included.")
+        print(
+            wrap_message(
+                f"✓ all {len(_CASES)} cases pass: your Spearman correlation is right, ties "
+                "included."
+            )
+        )
     return True

@@ -32,6 +32,8 @@ from collections.abc import Callable, Mapping
 import torch
 from torch import Tensor, nn
 
+from .messages import wrap_message
+
 __all__ = ["BiasShiftCheckError", "check_shift_class_bias"]
 
 ShiftFn = Callable[[nn.Module, Mapping[int, float]], nn.Module]
@@ -121,7 +123,9 @@ def check_shift_class_bias(fn: ShiftFn, *, verbose: bool = True) -> bool:
             raise BiasShiftCheckError(f"case {shifts}: {_diagnose(delta, shifts, changed)}")
     if verbose:
         print(
-            f"✓ {len(_CASES)} cases: your bias shift is right (the original is untouched and "
-            "only the shifted logits move, by exactly their shift)."
+            wrap_message(
+                f"✓ {len(_CASES)} cases: your bias shift is right (the original is untouched "
+                "and only the shifted logits move, by exactly their shift)."
+            )
         )
     return True

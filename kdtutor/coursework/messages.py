@@ -9,8 +9,9 @@ from torch import Tensor
 __all__ = ["report_failure", "scalar_loss_problem", "within", "wrap_message"]
 
 
-def wrap_message(text: str, width: int = 88) -> str:
-    """Wrap each line of ``text`` to ``width``, keeping its indentation (and a list's hanging one)."""
+def wrap_message(text: str, width: int = 78) -> str:
+    """Wrap each line of ``text`` to ``width`` (78: a notebook's printed lines stay on the
+    rendered page), keeping its indentation (and a list's hanging one)."""
     lines = []
     for line in text.splitlines():
         body = line.lstrip()
