@@ -14,6 +14,7 @@ Spearman's rho); nothing here is hand-rolled statistics.
 from __future__ import annotations
 
 import base64
+import warnings
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 
@@ -121,18 +122,34 @@ def _percentile_bootstrap(
     return float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 
+def _as_scores(values: Sequence[float] | np.ndarray, name: str) -> np.ndarray:
+    array = np.asarray(values, dtype=float)
+    if array.ndim != 1:
+        raise ValueError(f"{name} must be one score per test image (1-D), got {array.shape}.")
+    if array.size and (array.min() < 0 or array.max() > 1):
+        raise ValueError(f"{name} must hold per-image scores in [0, 1] (right = 1, wrong = 0).")
+    return array
+
+
 def paired_difference_interval(
-    a_correct: Sequence[bool],
-    b_correct: Sequence[bool],
+    a_correct: Sequence[float] | np.ndarray,
+    b_correct: Sequence[float] | np.ndarray,
     *,
     confidence: float = 0.95,
     n_resamples: int = 2000,
     seed: int = 0,
 ) -> tuple[float, float, float]:
     """Accuracy of ``a`` minus that of ``b`` (percentage points) with a paired bootstrap
-    interval over the test images: (difference, low, high)."""
-    a, b = _as_bool(a_correct, "a_correct"), _as_bool(b_correct, "b_correct")
-    diff = a.astype(float) - b.astype(float)
+    interval over the test images: (difference, low, high).
+
+    Each argument holds one score per test image: a right/wrong flag, or the fraction of a
+    method's seeds that got the image right (then the difference is that of the mean
+    accuracies over seeds, and the interval covers the test-set sampling, not the seeds).
+    """
+    a, b = _as_scores(a_correct, "a_correct"), _as_scores(b_correct, "b_correct")
+    if a.shape != b.shape:
+        raise ValueError(f"both must be scored on the same images: {a.shape} vs {b.shape}.")
+    diff = a - b
     if np.all(diff == diff[0]):
         value = 100.0 * float(diff[0])
         return value, value, value
@@ -160,7 +177,9 @@ def spearman_interval(
     xs, ys = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
 
     def rho(a: np.ndarray, b: np.ndarray) -> float:
-        value = stats.spearmanr(a, b).statistic
+        with warnings.catch_warnings():  # a resample of one repeated method is constant
+            warnings.simplefilter("ignore", stats.ConstantInputWarning)
+            value = stats.spearmanr(a, b).statistic
         return 0.0 if np.isnan(value) else float(value)  # a resample of ties: no information
 
     return _percentile_bootstrap(
