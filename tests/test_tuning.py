@@ -22,7 +22,7 @@ from kdtutor.data import load_dataset
 from kdtutor.errors import DataNotFoundError, KDTutorError
 from kdtutor.methods import get_method, list_methods
 
-PAIR = "cnn_large->cnn_tiny_s2"
+PAIR = "cnn_large->cnn_wide_s2"
 
 
 def test_every_loss_weight_names_a_hyperparameter_of_its_method():

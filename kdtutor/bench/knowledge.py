@@ -1,16 +1,20 @@
 """The knowledge-types suite: every response-, feature- and relation-based method, side by side.
 
-``kdtutor bench --suite knowledge --preset book`` trains each method on two teacher-student
-pairs over three seeds on ``shapes`` and writes one CSV row per run (best and last test
-accuracy, time) to ``data/results/knowledge_<preset>.csv``, with the command, commit, date and
-machine in ``#`` comment lines at the top. A run already in the file is skipped, so an
-interrupted suite continues where it stopped. :func:`summarize` and :func:`compare_with_published`
-turn the rows into the comparison chapter's table and rank correlation.
+``kdtutor bench --suite knowledge --preset book`` trains each method on the book-scale
+protocol's three teacher-student pairs over three seeds on ``shapes`` (see :data:`BOOK_PAIRS`
+and CONTRIBUTING.md, "The book-scale protocol") and writes one CSV row per run (best and last
+test accuracy, time, and each test image's right/wrong flag) to
+``data/results/knowledge_<preset>.csv``, with the command, commit, date and machine in ``#``
+comment lines at the top. A run already in the file is skipped, so an interrupted suite
+continues where it stopped. :func:`summarize` and :func:`compare_with_published` turn the rows
+into the comparison chapter's table and rank correlation; :mod:`kdtutor.bench.report` adds
+their uncertainty, and :mod:`kdtutor.bench.tuning` the equal tuning of the loss weights on
+the preset's validation images.
 
 The suite's methods, their families and their schedule-dependent hyperparameters are read from
-the methods themselves (``family``, ``paper``, ``epoch_hparams`` and ``scaled_hparams`` of each
-:class:`~kdtutor.methods.Distiller`): a newly registered response-, feature- or relation-based
-method joins the suite without an edit here.
+the methods themselves (``family``, ``paper``, ``epoch_hparams``, ``scaled_hparams`` and
+``loss_weights`` of each :class:`~kdtutor.methods.Distiller`): a newly registered response-,
+feature- or relation-based method joins the suite without an edit here.
 
 ``--preset repdistiller`` (alias ``full``) is RepDistiller's protocol (Tian et al., 2020) on
 CIFAR-100 from ``$KDTUTOR_DATA``: the four published pairs, 240 epochs, SGD momentum 0.9, lr 0.05
@@ -125,12 +129,14 @@ class Preset:
 
 
 BOOK_PAIRS = (
-    Pair("shapes_cnn_large", "cnn_tiny_s2", "cnn_large->cnn_tiny_s2"),
-    Pair("shapes_cnn_large", "resnet8_tiny_s2", "cnn_large->resnet8_tiny_s2"),
     Pair("shapes_cnn_large", "cnn_wide_s2", "cnn_large->cnn_wide_s2"),
+    Pair("shapes_cnn_large", "cnn_tiny_s2", "cnn_large->cnn_tiny_s2"),
+    Pair("shapes_cnn_large", "resnet8_half_s2", "cnn_large->resnet8_half_s2"),
 )
-"""The book-scale protocol's pairs: one teacher, three students crossing size with family
-(a 9k- and a 24k-parameter plain CNN, and an 11k-parameter ResNet the size of the small CNN)."""
+"""The book-scale protocol's pairs: one teacher, three students crossing size with family:
+``cnn_wide_s2`` (a 24k-parameter plain CNN) against ``cnn_tiny_s2`` (the same design at 9k:
+size) and against ``resnet8_half_s2`` (a 20k-parameter ResNet: family). The first pair is the
+one the equal tuning runs on."""
 REPDISTILLER_PAIRS = (
     Pair("wrn_40_2", "wrn_16_2", "wrn_40_2->wrn_16_2"),
     Pair("resnet56", "resnet20", "resnet56->resnet20"),
@@ -152,11 +158,11 @@ PRESETS: dict[str, Preset] = {
         batch_size=64,
     ),
     # the book-scale protocol (CONTRIBUTING.md, "The book-scale protocol"): 20,000 shapes
-    # images, 5,000 more for validation, 10,000 test images, EPOCHS_BOOK epochs
+    # images, 5,000 more for validation, 10,000 test images, 20 epochs
     "book": Preset(
         "shapes",
         BOOK_PAIRS,
-        epochs=12,
+        epochs=20,
         seeds=(0, 1, 2),
         train_size=20_000,
         val_size=5_000,
