@@ -675,7 +675,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--preset",
-        choices=["smoke", "book", "repdistiller", "full"],
+        choices=["smoke", "book", "mnist5k", "repdistiller", "full"],
         default="book",
         help="repdistiller (alias full): RepDistiller's CIFAR-100 protocol, on a GPU; "
         "--speed and --suite views take smoke, book (and full for --speed)",
