@@ -65,6 +65,7 @@ __all__ = [
     "preset_data",
     "run_one",
     "run_suite",
+    "run_tasks",
     "summarize",
     "write_results",
 ]
@@ -418,6 +419,25 @@ def write_results(
     atomic_write_text(path, buffer.getvalue())
 
 
+def run_tasks(
+    function: Callable[[Any], dict[str, Any]],
+    tasks: Sequence[Any],
+    jobs: int,
+    record: Callable[[dict[str, Any]], None],
+) -> None:
+    """``record(function(task))`` for every task, in this process (``jobs`` <= 1) or in
+    ``jobs`` spawned processes, recording each row as soon as its run finishes."""
+    if jobs <= 1:
+        for task in tasks:
+            record(function(task))
+        return
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(jobs) as pool:
+        for row in pool.imap_unordered(function, tasks):
+            record(row)
+
+
 def _run_task(task: tuple[Pair, str, int, Preset, dict[str, Any]]) -> dict[str, Any]:
     return run_one(*task)
 
@@ -518,15 +538,7 @@ def run_suite(
                 f"  last {row['last_acc']:.2f}  {row['seconds']:.0f} s"
             )
 
-    if jobs <= 1:
-        for task in tasks:
-            record(_run_task(task))
-    else:
-        import multiprocessing
-
-        with multiprocessing.get_context("spawn").Pool(jobs) as pool:
-            for row in pool.imap_unordered(_run_task, tasks):
-                record(row)
+    run_tasks(_run_task, tasks, jobs, record)
     if not tasks and (reused or not path.exists()):
         write_results(path, header, rows)
     return rows

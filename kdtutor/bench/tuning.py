@@ -37,6 +37,7 @@ from .knowledge import (
     load_results,
     method_hparams,
     run_one,
+    run_tasks,
     write_results,
 )
 from .provenance import results_path
@@ -156,15 +157,7 @@ def run_tuning(
         if log:
             log(f"{row['method']:<9} x{row['factor']:<6g} val {row['last_acc']:.2f}")
 
-    if jobs <= 1:
-        for task in tasks:
-            record(_tuning_task(task))
-    else:
-        import multiprocessing
-
-        with multiprocessing.get_context("spawn").Pool(jobs) as pool:
-            for row in pool.imap_unordered(_tuning_task, tasks):
-                record(row)
+    run_tasks(_tuning_task, tasks, jobs, record)
     return rows
 
 
