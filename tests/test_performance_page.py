@@ -42,8 +42,9 @@ def _glued() -> dict[str, float]:
     values = {}
     for cell in nb.cells:
         for out in cell.get("outputs", []):
-            name = out.get("metadata", {}).get("scrapbook", {}).get("name")
-            text = out.get("data", {}).get("text/plain")
+            scrapbook = out.get("metadata", {}).get("scrapbook", {})
+            name = scrapbook.get("name")
+            text = out.get("data", {}).get(scrapbook.get("mime_prefix", "") + "text/plain")
             if name and text is not None:
                 try:
                     values[name] = float(text)
