@@ -172,4 +172,4 @@ def test_cli_speed_smoke_prints_the_table_and_writes_json(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "kdtutor/hand" in printed and "kdtutor+cache/scratch" in printed
     assert json.loads(out.read_text())["preset"]["name"] == "smoke"
-    assert main(["bench", "--speed", "--preset", "shapes", "--out", str(out)]) == 2
+    assert main(["bench", "--speed", "--preset", "mnist5k", "--out", str(out)]) == 2

@@ -46,6 +46,8 @@ def test_views_bad_input(tmp_path):
     with pytest.raises(KDTutorError, match="does not exist"):
         run_views("smoke", out=tmp_path / "missing" / "x.json")
     assert (
-        main(["bench", "--suite", "views", "--preset", "shapes", "--out", str(tmp_path / "y.json")])
+        main(
+            ["bench", "--suite", "views", "--preset", "mnist5k", "--out", str(tmp_path / "y.json")]
+        )
         == 2
     )
