@@ -39,6 +39,7 @@ def test_gain_is_the_difference_of_mean_accuracies_and_mcnemar_counts_seeds():
     assert good["acc"] == pytest.approx((65 + 65 + 50) / 3)
     assert good["acc_std"] == pytest.approx(np.std([65, 65, 50], ddof=1))
     assert good["gain"] == pytest.approx(10.0)  # (65 + 65 + 50) / 3 - 50
+    assert good["gain_std"] == pytest.approx(np.std([15, 15, 0], ddof=1))  # per-seed gains
     assert good["low"] < 10.0 < good["high"] and good["low"] > 0
     # seeds 0 and 1: 60 images only "good" gets right, none the other way: p = 2 / 2**60
     assert (good["better"], good["worse"]) == (2, 0)

@@ -68,7 +68,9 @@ def gains_with_intervals(
     """One row per (pair, method other than ``baseline``), in the order of ``rows``:
 
     ``acc`` and ``acc_std`` (last epoch, mean and std over seeds), ``gain`` over the baseline
-    with its test-set interval ``low``/``high`` (paired bootstrap over images), and, from
+    with its test-set interval ``low``/``high`` (paired bootstrap over images), ``gain_std``
+    (the std over seeds of the gain of each seed over the baseline's run of the same seed:
+    same initial weights and batch order, so the seed noise of the gain itself), and, from
     McNemar's test of each seed against the baseline's run of the same seed, ``better`` and
     ``worse`` (the number of seeds significantly above or below it at level ``alpha``).
     """
@@ -84,19 +86,22 @@ def gains_with_intervals(
             n_resamples=n_resamples,
         )  # fmt: skip
         better = worse = 0
+        paired = []  # per seed: the method's accuracy minus the baseline's, same seed
         for seed, flags in zip(seeds, correct, strict=True):
             if seed not in base_seeds:
                 continue
-            test = mcnemar_exact(flags, base[base_seeds.index(seed)])
+            same_seed = base[base_seeds.index(seed)]
+            paired.append(100.0 * (flags.mean() - same_seed.mean()))
+            test = mcnemar_exact(flags, same_seed)
             if test.p_value < alpha:
                 better += test.only_a > test.only_b
                 worse += test.only_b > test.only_a
-        acc, acc_std = mean_std([100.0 * f.mean() for f in correct])
+        acc, acc_std = mean_std([100.0 * float(f.mean()) for f in correct])
         out.append(
             {
                 "pair": pair, "method": method, "seeds": len(seeds), "acc": acc,
-                "acc_std": acc_std, "gain": gain, "low": low, "high": high,
-                "better": better, "worse": worse,
+                "acc_std": acc_std, "gain": gain, "gain_std": mean_std(paired)[1] if paired else float("nan"),
+                "low": low, "high": high, "better": better, "worse": worse,
             }
         )  # fmt: skip
     return out
