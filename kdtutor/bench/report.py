@@ -97,10 +97,11 @@ def gains_with_intervals(
                 better += test.only_a > test.only_b
                 worse += test.only_b > test.only_a
         acc, acc_std = mean_std([100.0 * float(f.mean()) for f in correct])
+        gain_std = mean_std(paired)[1] if paired else float("nan")
         out.append(
             {
                 "pair": pair, "method": method, "seeds": len(seeds), "acc": acc,
-                "acc_std": acc_std, "gain": gain, "gain_std": mean_std(paired)[1] if paired else float("nan"),
+                "acc_std": acc_std, "gain": gain, "gain_std": gain_std,
                 "low": low, "high": high, "better": better, "worse": worse,
             }
         )  # fmt: skip
