@@ -10,6 +10,10 @@ run per factor on the preset's tuning pair (seed 0), each scored by its last-epo
 on the preset's validation images (never the test set). The factor that scores best is the
 method's tuned factor (ties go to the factor nearest the published weights).
 
+The factor scales the distillation terms only: most methods add them to a cross-entropy of
+weight 1, so a small factor tends to the student alone; KD's label term has weight 0.1, so a
+small factor also shrinks KD's whole loss, and with it its step size.
+
 ``kdtutor bench --suite knowledge --preset book --tune`` runs the grid into
 ``data/results/tuning_<preset>.csv`` (resumable, like the suite), and
 ``kdtutor bench --suite knowledge --preset book --weights tuned`` runs the suite at the
