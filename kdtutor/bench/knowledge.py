@@ -66,6 +66,7 @@ __all__ = [
     "run_one",
     "run_suite",
     "run_tasks",
+    "suite_header",
     "summarize",
     "write_results",
 ]
@@ -149,31 +150,26 @@ REPDISTILLER_PAIRS = (
     Pair("vgg13", "vgg8", "vgg13->vgg8"),
 )
 
+# the book-scale protocol (CONTRIBUTING.md, "The book-scale protocol"): 20,000 shapes
+# images, 5,000 more for validation, 10,000 test images, 20 epochs
+BOOK_PRESET = Preset(
+    "shapes",
+    BOOK_PAIRS,
+    epochs=20,
+    seeds=(0, 1, 2),
+    train_size=20_000,
+    val_size=5_000,
+    test_size=10_000,
+    batch_size=64,
+)
+
 PRESETS: dict[str, Preset] = {
-    # a few seconds per run: checks that every method runs on the protocol's pairs, not what
-    # it finds
-    "smoke": Preset(
-        "shapes",
-        BOOK_PAIRS,
-        epochs=1,
-        seeds=(0,),
-        train_size=256,
-        val_size=128,
-        test_size=128,
-        batch_size=64,
+    # the book-scale protocol on 256 images for one epoch: checks that every method runs on
+    # the protocol's pairs, not what it finds (a few seconds per run)
+    "smoke": dataclasses.replace(
+        BOOK_PRESET, epochs=1, seeds=(0,), train_size=256, val_size=128, test_size=128
     ),
-    # the book-scale protocol (CONTRIBUTING.md, "The book-scale protocol"): 20,000 shapes
-    # images, 5,000 more for validation, 10,000 test images, 20 epochs
-    "book": Preset(
-        "shapes",
-        BOOK_PAIRS,
-        epochs=20,
-        seeds=(0, 1, 2),
-        train_size=20_000,
-        val_size=5_000,
-        test_size=10_000,
-        batch_size=64,
-    ),
+    "book": BOOK_PRESET,
     # the first comparison's protocol (the 5,000 MNIST digits, 8 epochs, about 40 s a run on
     # one core), before the book-scale protocol: 1-2.5 points of headroom, 1,000 test images
     "mnist5k": Preset("mnist5k", MNIST_PAIRS, epochs=8, seeds=(0, 1, 2)),
@@ -367,7 +363,8 @@ order (:func:`~kdtutor.bench.significance.encode_correct`; empty in rows of olde
 that methods can be compared image by image (McNemar, paired bootstrap)."""
 
 
-def _header(preset_name: str, command: str) -> list[str]:
+def suite_header(preset_name: str, command: str) -> list[str]:
+    """The ``#`` lines a results CSV starts with: command, commit, date, machine, preset."""
     return [
         f"command: {command}",
         f"commit: {git_commit()}",
@@ -520,7 +517,7 @@ def run_suite(
         for seed in seeds
         if (pair.label, method, seed) not in done
     ]
-    header = _header(preset_name, command or "kdtutor " + " ".join(sys.argv[1:]))
+    header = suite_header(preset_name, command or "kdtutor " + " ".join(sys.argv[1:]))
     if epochs is not None:
         header.append(f"epochs: {epochs} (preset: {get_preset(preset_name).epochs})")
     if log:

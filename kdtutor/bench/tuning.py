@@ -42,6 +42,7 @@ from .knowledge import (
     method_hparams,
     run_one,
     run_tasks,
+    suite_header,
     write_results,
 )
 from .provenance import results_path
@@ -147,9 +148,7 @@ def run_tuning(
         if (chosen.label, method, float(f)) not in done
     ]
     header = [
-        f"command: {command or 'kdtutor ' + ' '.join(sys.argv[1:])}",
-        *_provenance(),
-        f"preset: {preset_name}",
+        *suite_header(preset_name, command or "kdtutor " + " ".join(sys.argv[1:])),
         "accuracies: last and best epoch on the validation images (val_size of the preset)",
     ]
     if log:
@@ -171,12 +170,6 @@ def _tuning_task(task: tuple[str, Any, str, float]) -> dict[str, Any]:
     preset = get_preset(preset_name)
     weights = weights_for(method, factor, preset.epochs, preset.train_size)
     return {**run_one(pair, method, 0, preset, weights, evaluate="val"), "factor": factor}
-
-
-def _provenance() -> list[str]:
-    from .provenance import git_commit, machine, utc_now
-
-    return [f"commit: {git_commit()}", f"date: {utc_now()}", f"machine: {machine()}"]
 
 
 def default_tuned_results_path(preset_name: str) -> Path:
