@@ -82,6 +82,8 @@ TIERS: dict[str, str] = {
     "test_connectors.py": "methods",
     "test_hinton.py": "methods",
     "test_coursework_*.py": "methods",
+    "test_schemes_self.py": "methods",
+    "test_cost.py": "unit",
 }
 """Test file name (a glob) -> tier; any other file is ``unit``."""
 
