@@ -77,12 +77,15 @@ TIERS: dict[str, str] = {
     "test_kd_loss.py": "methods",
     "test_response_methods.py": "methods",
     "test_relation_methods.py": "methods",
+    "test_schemes_online.py": "methods",
     "test_feature_methods_*.py": "methods",
     "test_resume_methods.py": "methods",
     "test_connectors.py": "methods",
     "test_hinton.py": "methods",
     "test_coursework_*.py": "methods",
+    "test_schemes_byot.py": "methods",
     "test_schemes_self.py": "methods",
+    "test_schemes_one.py": "methods",
     "test_cost.py": "unit",
 }
 """Test file name (a glob) -> tier; any other file is ``unit``."""
