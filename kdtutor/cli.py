@@ -47,6 +47,7 @@ EXAMPLES = {
   kdtutor bench --suite knowledge --preset book --methods scratch,kd,crd --seeds 0
   kdtutor bench --suite knowledge --preset book --tune --jobs 2      # equal tuning (validation)
   kdtutor bench --suite knowledge --preset book --weights tuned      # the suite at tuned weights
+  kdtutor bench --suite schemes --preset book --jobs 2               # offline, online, self
   KDTUTOR_DATA=~/datasets kdtutor bench --suite knowledge --preset repdistiller   # on a GPU""",
     "plot": """examples:
   kdtutor plot runs/kd                 # writes runs/kd/curves.png (also while the run trains)
@@ -351,6 +352,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return _bench_levers(args)
     if args.suite == "views":
         return _bench_views(args)
+    if args.suite == "schemes":
+        return _bench_schemes(args)
     return _bench_knowledge(args)
 
 
@@ -387,6 +390,37 @@ def _bench_views(args: argparse.Namespace) -> int:
     payload = run_views(args.preset, out=out, command="kdtutor " + " ".join(sys.argv[1:]))
     print(format_views_table(payload))
     print(f"wrote {out}")
+    return 0
+
+
+def _bench_schemes(args: argparse.Namespace) -> int:
+    from .bench.schemes import run_schemes_suite
+    from .bench.stats import mean_std
+    from .train import parse_seeds
+
+    if args.preset not in ("smoke", "book"):
+        raise KDTutorError(f"--suite schemes takes --preset smoke or book, not {args.preset!r}.")
+    if args.methods or args.pairs or args.epochs or args.tune or args.weights != "published":
+        raise KDTutorError(
+            "--suite schemes runs on the preset's first pair with each scheme's own epochs: "
+            "choose schemes with --schemes, and drop --methods, --pairs, --epochs, --tune "
+            "and --weights."
+        )
+    schemes = [s.strip() for s in args.schemes.split(",") if s.strip()] if args.schemes else None
+    rows = run_schemes_suite(
+        args.preset,
+        schemes=schemes,
+        seeds=parse_seeds(args.seeds) if args.seeds else None,
+        out=args.out,
+        jobs=args.jobs,
+        command="kdtutor " + " ".join(sys.argv[1:]),
+    )
+    print(f"{'scheme/network':<24} {'last %':>14} {'train TFLOPs':>13} {'seeds':>5}")
+    for method in dict.fromkeys(r["method"] for r in rows):
+        runs = [r for r in rows if r["method"] == method]
+        mean, std = mean_std([float(r["last_acc"]) for r in runs])
+        flops = sum(float(r["total_flops"]) for r in runs) / len(runs) / 1e12
+        print(f"{method:<24} {mean:>7.2f} ± {std:<4.2f} {flops:>13.2f} {len(runs):>5}")
     return 0
 
 
@@ -659,8 +693,10 @@ def build_parser() -> argparse.ArgumentParser:
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument(
         "--suite",
-        choices=["knowledge", "views"],
-        help="knowledge: every method side by side; views: accuracy cost of cached augmented views",
+        choices=["knowledge", "schemes", "views"],
+        help="knowledge: every method side by side; schemes: offline, online and "
+        "self-distillation on one student, with their costs; views: accuracy cost of cached "
+        "augmented views",
     )
     what.add_argument(
         "--speed",
@@ -684,6 +720,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--device", default=None, help="--speed: cpu, cuda ... (default: CUDA when present)"
     )
     p.add_argument("--methods", default=None, help="comma-separated subset (default: all)")
+    p.add_argument(
+        "--schemes",
+        default=None,
+        help="--suite schemes: comma-separated scheme labels (default: all; see "
+        "kdtutor.bench.schemes.SCHEMES)",
+    )
     p.add_argument("--seeds", default=None, help="override the preset's seeds, e.g. 0,1,2")
     p.add_argument("--pairs", default=None, help="comma-separated pair labels (default: all)")
     p.add_argument(
