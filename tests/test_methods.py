@@ -130,3 +130,31 @@ def test_custom_distiller_subclass_plugs_into_trainer(digits):
 
     result = fit(Half(mlp()), digits[0], digits[1], epochs=1, batch_size=64)
     assert "half_ce" in result.history[0]["losses"]
+
+
+def test_each_method_lives_in_the_module_of_its_name_and_loads_on_first_use():
+    """The registry imports ``kdtutor.methods.<name>`` when ``<name>`` is first asked for, so
+    each method module must register exactly the method of its name; a fresh interpreter
+    that builds KD imports no other method's module."""
+    import importlib
+    import subprocess
+    import sys
+
+    from kdtutor.methods.registry import method_modules
+
+    for module in method_modules():
+        importlib.import_module(f"kdtutor.methods.{module}")
+        assert module in list_methods(), f"kdtutor/methods/{module}.py registers no {module!r}"
+        assert get_method(module).__module__ == f"kdtutor.methods.{module}"
+    code = (
+        "import sys\n"
+        "from kdtutor.methods import get_method\n"
+        "get_method('kd')\n"
+        "loaded = sorted(m.rpartition('.')[2] for m in sys.modules\n"
+        "                if m.startswith('kdtutor.methods.'))\n"
+        "print(' '.join(loaded))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    loaded = set(out.stdout.split())
+    assert "kd" in loaded
+    assert not loaded & (set(method_modules()) - {"kd"}), loaded

@@ -1,8 +1,16 @@
-"""Methods by name: ``build_distiller("kd", student, teacher, T=4)``."""
+"""Methods by name: ``build_distiller("kd", student, teacher, T=4)``.
+
+A method's module is imported when the method is first asked for: ``get_method("kd")`` imports
+``kdtutor.methods.kd`` (every method lives in the module of its name), and :func:`list_methods`
+imports them all. A program therefore loads only the methods it uses, and a change to one
+method's file does not touch the others' users.
+"""
 
 from __future__ import annotations
 
+import importlib
 import inspect
+import pkgutil
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -13,6 +21,9 @@ from ..errors import unknown_name
 from .base import Distiller
 
 _METHODS: dict[str, type[Distiller]] = {}
+_PACKAGE = __name__.rpartition(".")[0]
+_INFRASTRUCTURE = frozenset({"base", "feature_base", "hparams", "registry", "steps"})
+"""Modules of the package that hold the contract, not a method."""
 
 D = TypeVar("D", bound=type[Distiller])
 
@@ -29,13 +40,34 @@ def register_method(cls: D) -> D:
     return cls
 
 
+def method_modules() -> list[str]:
+    """Names of the package's method modules (each registers the method of its name);
+    modules starting with ``_`` hold pieces shared by several methods."""
+    package = importlib.import_module(_PACKAGE)
+    return sorted(
+        m.name
+        for m in pkgutil.iter_modules(package.__path__)
+        if m.name not in _INFRASTRUCTURE and not m.name.startswith("_")
+    )
+
+
+def _import_all() -> None:
+    for module in method_modules():
+        importlib.import_module(f"{_PACKAGE}.{module}")
+
+
 def list_methods() -> list[str]:
-    """Names of every registered method, sorted."""
+    """Names of every registered method, sorted (importing every method module)."""
+    _import_all()
     return sorted(_METHODS)
 
 
 def get_method(name: str) -> type[Distiller]:
-    """The Distiller class registered as ``name``."""
+    """The Distiller class registered as ``name``, importing its module on first use."""
+    if name not in _METHODS and name in method_modules():
+        importlib.import_module(f"{_PACKAGE}.{name}")
+    if name not in _METHODS:
+        _import_all()
     try:
         return _METHODS[name]
     except KeyError:
