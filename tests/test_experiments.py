@@ -83,7 +83,7 @@ def _metrics(folder: Path) -> list[dict]:
 
 
 def _without_times(rows: list[dict]) -> list[dict]:
-    return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+    return [{k: v for k, v in r.items() if k not in ("seconds", "eval_seconds")} for r in rows]
 
 
 # -- the experiment file ---------------------------------------------------------------------

@@ -286,8 +286,8 @@ def step_flops(distiller: Distiller, batch: Batch, *, teacher_cached: bool = Tru
 
 
 def _training_seconds(result: FitResult) -> float:
-    """``result.seconds`` less the evaluation time, where ``fit`` records it per epoch
-    (``eval_seconds``); until it does, the epochs' evaluation is included."""
+    """``result.seconds`` less the evaluation time ``fit`` records per epoch
+    (``eval_seconds``; histories from before it did include their evaluation)."""
     evaluation = sum(float(h.get("eval_seconds", 0.0)) for h in result.history)
     return max(0.0, float(result.seconds) - evaluation)
 
@@ -309,9 +309,8 @@ def run_cost(
     in ``result.history`` (all of them for a resumed run), ``V`` the run's ``cache_views``
     (1 without fixed views) and :math:`F_\mathrm{teacher}` the teacher's forward FLOPs per
     image (:func:`network_flops`). Seconds: ``result.seconds`` (the epochs' wall time; the
-    cache fill is not in it), less the per-epoch ``eval_seconds`` where the history records
-    them; ``fit`` does not record them yet, so for now they include each epoch's evaluation
-    of the test split.
+    cache fill is not in it), less the per-epoch ``eval_seconds`` (the scoring of the test
+    split).
 
     Args:
         distiller: the distiller the run trained (as ``fit`` left it).

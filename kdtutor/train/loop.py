@@ -57,7 +57,8 @@ class FitResult:
     ``metric`` (accuracy in percent for classification; mAP@0.5, mIoU in percent, PSNR in
     dB for the other tasks), on the test split (the train split when no test split is
     given); ``seconds`` sums the epochs' times (building a teacher-output cache is not
-    included).
+    included; scoring the test split is, and each epoch's record gives its part as
+    ``eval_seconds``).
     """
 
     method: str
@@ -427,7 +428,9 @@ def fit(
             if scored:
                 record[f"train_{task.short}"] = 100.0 * hits / scored
             if test_data is not None:
+                eval_start = time.perf_counter()
                 record.update(_test_record(distiller, test_data, task, cfg, ctx, device))
+                record["eval_seconds"] = time.perf_counter() - eval_start
             record["seconds"] = time.perf_counter() - epoch_start
             history.append(record)
             if on_epoch is not None and ctx.is_main:
