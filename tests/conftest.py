@@ -87,6 +87,7 @@ TIERS: dict[str, str] = {
     "test_schemes_self.py": "methods",
     "test_schemes_one.py": "methods",
     "test_cost.py": "unit",
+    "test_published_schemes.py": "unit",
 }
 """Test file name (a glob) -> tier; any other file is ``unit``."""
 

@@ -136,7 +136,7 @@ _MCL = (
     "epochs, {k} by the script's default (--num-branches 4), T = {t}"
 )
 _SELF_KD_LIB = "winycg/Self-KD-Lib README (a re-implementation): CIFAR-100, ResNet-50"
-_TFKD = "yuanli2333/Teacher-free-Knowledge-Distillation, CIFAR-100 ({where})"
+_TFKD = "yuanli2333/Teacher-free-Knowledge-Distillation (the authors' code): {where}"
 
 PUBLISHED_SCHEME_GAINS: dict[str, tuple[dict[str, Any], ...]] = {
     "dml2": (
@@ -161,16 +161,18 @@ PUBLISHED_SCHEME_GAINS: dict[str, tuple[dict[str, Any], ...]] = {
     ),
 }  # fmt: skip
 """Published gains of the chapter's schemes over the same network trained alone, keyed by the
-label in :data:`SCHEMES` (schemes without a verified published number are absent: Born-Again
-Networks, KDCL, DML with a ResNet peer, the students alone; offline KD's numbers are
-:data:`kdtutor.bench.published.PUBLISHED_CIFAR100`). Each entry holds ``network``,
-``dataset``, ``alone`` and ``distilled`` (top-1 accuracy %, error rates converted as
-``100 - error``), ``gain`` (``distilled - alone``, points), ``quoted`` (the numbers as the
-source prints them) and ``source``. All are quoted from the repositories named, as collected
-in the project's references (REFERENCES-2, section 1): re-implementations on CIFAR-100 with
-200-300 epochs and ResNet-sized networks, not this suite's 20 epochs of a 24k-parameter CNN.
-MCL-OKD's scripts train 4 networks by default, so its DML numbers sit under ``dml4``; its ONE
-has 4 branches where ours has 3."""
+label in :data:`SCHEMES`: DML (Zhang et al., 2018), ONE (Lan et al., 2018), BYOT (Zhang et
+al., 2019), CS-KD (Yun et al., 2020) and Tf-KD's self-training (Yuan et al., 2020). Schemes
+without a verified published number are absent (Born-Again Networks, KDCL, DML with a ResNet
+peer); offline KD's numbers are :data:`kdtutor.bench.PUBLISHED_CIFAR100`.
+
+Each entry holds ``network``, ``dataset``, ``alone`` and ``distilled`` (top-1 accuracy in %,
+an error rate ``e`` converted to ``100 - e``), ``gain`` = ``distilled - alone`` (points),
+``quoted`` (the numbers as the source prints them) and ``source`` (the repository, and whether
+it re-implements the method). All are CIFAR-100 results of ResNet- or MobileNet-sized networks
+trained for hundreds of epochs (MCL-OKD: 300), not this suite's 20 epochs of a 24k-parameter
+CNN on ``shapes``: compare directions, not sizes. MCL-OKD's scripts train 4 networks by
+default, so its DML numbers sit under ``dml4``; its ONE has 4 branches where ours has 3."""
 
 _NUMERIC = {
     "epochs": int,
