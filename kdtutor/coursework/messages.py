@@ -6,7 +6,7 @@ import textwrap
 
 from torch import Tensor
 
-__all__ = ["report_failure", "scalar_loss_problem", "within", "wrap_message"]
+__all__ = ["report_failure", "scalar_loss_problem", "scalar_pair", "within", "wrap_message"]
 
 
 def wrap_message(text: str, width: int = 78) -> str:
@@ -76,3 +76,40 @@ def scalar_loss_problem(
             f"must be a single number (a scalar tensor){advice}{hint}"
         )
     return None
+
+
+def scalar_pair(
+    out: object, names: tuple[str, str], where: str, *, purpose: str, noun: str, batch: int
+) -> tuple[Tensor, Tensor] | str:
+    """The two scalar tensors a learner's function returned, or why they are not.
+
+    Args:
+        out: what the learner's function returned.
+        names: the two values' names, as the message should call them (``("tckd", "nckd")``).
+        where: the inputs, as the message should name them.
+        purpose: why two values, ending the first sentence (``"the two terms separately"``).
+        noun: what each value is (``"term"``, ``"loss"``).
+        batch: the batch size (a value of shape ``(batch,)`` gets a hint to average).
+    """
+    if isinstance(out, Tensor) or not isinstance(out, tuple | list) or len(out) != 2:
+        what = f"a tensor of shape {tuple(out.shape)}" if isinstance(out, Tensor) else repr(out)
+        return (
+            f"fn must return a pair ({names[0]}, {names[1]}), {purpose}; it returned {what[:80]}."
+        )
+    for name, value in zip(names, out, strict=True):
+        if not isinstance(value, Tensor):
+            return (
+                f"{name} is a {type(value).__name__}, not a torch.Tensor: keep both {noun}s "
+                "tensors (no .item() or float()) so that they can be back-propagated."
+            )
+        if value.numel() != 1:
+            hint = (
+                " It looks like one value per sample: average over the batch."
+                if tuple(value.shape) == (batch,)
+                else ""
+            )
+            return (
+                f"{name} has shape {tuple(value.shape)} on {where}; each {noun} must be a "
+                f"single number (a scalar tensor).{hint}"
+            )
+    return out[0], out[1]

@@ -37,6 +37,7 @@ import torch
 from torch import Tensor
 
 from .engine import LossCheck, Outcome, find_mistake, mistakes_from, run_check
+from .messages import scalar_pair
 
 __all__ = ["DKDLossCheckError", "check_dkd_loss", "reference_dkd_loss"]
 
@@ -278,30 +279,15 @@ _STEPS = {
 # the check: two terms, each diagnosed on its own
 # ----------------------------------------------------------------------------------------------
 _TERMS = ("TCKD", "NCKD")
+_NAMES = ("tckd", "nckd")
 
 
 def _unpack(out: object, case: _Case) -> tuple[Tensor, Tensor] | str:
     """The two scalar tensors, or the reason they are not."""
-    if isinstance(out, Tensor) or not isinstance(out, tuple | list) or len(out) != 2:
-        what = f"a tensor of shape {tuple(out.shape)}" if isinstance(out, Tensor) else repr(out)
-        return f"fn must return a pair (tckd, nckd), the two terms separately; it returned {what[:80]}."
-    for name, value in zip(("tckd", "nckd"), out, strict=True):
-        if not isinstance(value, Tensor):
-            return (
-                f"{name} is a {type(value).__name__}, not a torch.Tensor: keep both terms tensors "
-                "(no .item() or float()) so that they can be back-propagated."
-            )
-        if value.numel() != 1:
-            hint = (
-                " It looks like one value per sample: average over the batch."
-                if tuple(value.shape) == (case.batch,)
-                else ""
-            )
-            return (
-                f"{name} has shape {tuple(value.shape)} on {case.describe()}; each term must be a "
-                f"single number (a scalar tensor).{hint}"
-            )
-    return out[0], out[1]
+    return scalar_pair(
+        out, _NAMES, case.describe(), purpose="the two terms separately", noun="term",
+        batch=case.batch,
+    )  # fmt: skip
 
 
 def _explain_wrong(check: LossCheck, ordinary: Sequence[Outcome]) -> str:

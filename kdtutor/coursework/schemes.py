@@ -70,7 +70,7 @@ from torch import Tensor
 
 from ..errors import KDTutorError
 from .engine import LossCheck, Mistake, Outcome, find_mistake, mistakes_from, run_check
-from .messages import report_failure, wrap_message
+from .messages import report_failure, scalar_pair, wrap_message
 
 __all__ = [
     "CSKDLossCheckError",
@@ -287,29 +287,11 @@ def _dml_steps(k: int) -> str:
 
 def _dml_unpack(out: object, case: _DMLCase) -> tuple[Tensor, Tensor] | str:
     """The two scalar tensors, or the reason they are not."""
-    if isinstance(out, Tensor) or not isinstance(out, tuple | list) or len(out) != 2:
-        what = f"a tensor of shape {tuple(out.shape)}" if isinstance(out, Tensor) else repr(out)
-        return (
-            "fn must return a pair (loss_1, loss_2), one loss per peer (each peer is stepped "
-            f"on its own loss); it returned {what[:80]}."
-        )
-    for name, value in zip(("loss_1", "loss_2"), out, strict=True):
-        if not isinstance(value, Tensor):
-            return (
-                f"{name} is a {type(value).__name__}, not a torch.Tensor: keep both losses "
-                "tensors (no .item() or float()) so that they can be back-propagated."
-            )
-        if value.numel() != 1:
-            hint = (
-                " It looks like one value per sample: average over the batch."
-                if tuple(value.shape) == (case.batch,)
-                else ""
-            )
-            return (
-                f"{name} has shape {tuple(value.shape)} on {case.describe()}; each loss must be "
-                f"a single number (a scalar tensor).{hint}"
-            )
-    return out[0], out[1]
+    return scalar_pair(
+        out, ("loss_1", "loss_2"), case.describe(),
+        purpose="one loss per peer (each peer is stepped on its own loss)", noun="loss",
+        batch=case.batch,
+    )  # fmt: skip
 
 
 def _dml_explain_wrong(check: LossCheck, ordinary: Sequence[Outcome]) -> str:
