@@ -63,6 +63,7 @@ __all__ = [
     "load_results",
     "method_hparams",
     "preset_data",
+    "resumed_rows",
     "run_one",
     "run_suite",
     "run_tasks",
@@ -416,6 +417,25 @@ def write_results(
     atomic_write_text(path, buffer.getvalue())
 
 
+def resumed_rows(path: Path, preset_name: str) -> list[dict[str, Any]]:
+    """The rows a suite resumes from: those already in its CSV ``path`` (none when it does
+    not exist yet), after checking that its folder exists and that it holds results of
+    ``preset_name``."""
+    if not path.parent.is_dir():
+        raise KDTutorError(
+            f"cannot write suite results to {path}: the folder {path.parent} does not exist."
+        )
+    if not path.exists():
+        return []
+    rows, old = load_results(path)
+    if canonical_preset(old.get("preset", preset_name)) != preset_name:
+        raise KDTutorError(
+            f"{path} holds results of preset {old.get('preset')!r}, not {preset_name!r}: "
+            "choose another --out or delete the file."
+        )
+    return rows
+
+
 def run_tasks(
     function: Callable[[Any], dict[str, Any]],
     tasks: Sequence[Any],
@@ -488,18 +508,7 @@ def run_suite(
             raise unknown_name("pair", label, labels, hint=f"Pairs of this preset: {labels}.")
     chosen = [p for p in preset.pairs if not pairs or p.label in pairs]
     path = Path(out) if out is not None else default_results_path(preset_name)
-    if not path.parent.is_dir():
-        raise KDTutorError(
-            f"cannot write suite results to {path}: the folder {path.parent} does not exist."
-        )
-    rows: list[dict[str, Any]] = []
-    if path.exists():
-        rows, old = load_results(path)
-        if canonical_preset(old.get("preset", preset_name)) != preset_name:
-            raise KDTutorError(
-                f"{path} holds results of preset {old.get('preset')!r}, not {preset_name!r}: "
-                "choose another --out or delete the file."
-            )
+    rows = resumed_rows(path, preset_name)
     overrides = overrides or {}
     reused = 0
     if reuse is not None and Path(reuse).exists():

@@ -33,6 +33,7 @@ from .knowledge import (
     load_results,
     method_hparams,
     preset_data,
+    resumed_rows,
     run_tasks,
     suite_header,
     write_results,
@@ -502,18 +503,7 @@ def run_schemes_suite(
         _get_scheme(label)
     seeds = list(seeds if seeds is not None else preset.seeds)
     path = Path(out) if out is not None else default_schemes_path(preset_name)
-    if not path.parent.is_dir():
-        raise KDTutorError(
-            f"cannot write suite results to {path}: the folder {path.parent} does not exist."
-        )
-    rows: list[dict[str, Any]] = []
-    if path.exists():
-        rows, old = load_results(path)
-        if canonical_preset(old.get("preset", preset_name)) != preset_name:
-            raise KDTutorError(
-                f"{path} holds results of preset {old.get('preset')!r}, not {preset_name!r}: "
-                "choose another --out or delete the file."
-            )
+    rows = resumed_rows(path, preset_name)
     done = {(r["scheme"], int(r["seed"])) for r in rows}
     order = sorted(labels, key=lambda label: label != "scratch")
     tasks = [(label, seed, preset_name) for label in order for seed in seeds
