@@ -2,6 +2,7 @@
 pieces they add up from) and its resume."""
 
 import itertools
+import os
 
 import numpy as np
 import pytest
@@ -139,3 +140,16 @@ def test_bad_input_is_refused(tmp_path):
     with pytest.raises(KDTutorError, match="does not exist"):
         run_schemes_suite("smoke", schemes=["scratch"], out=tmp_path / "no" / "x.csv", log=None)
     assert not (tmp_path / "x.csv").exists()
+
+
+def test_a_page_at_smoke_scale_runs_its_schemes_in_a_folder_of_its_own(monkeypatch, tmp_path):
+    from kdtutor.bench.schemes import page_rows
+
+    monkeypatch.setenv("KDTUTOR_CACHE", str(tmp_path / "untouched"))
+    rows, header = page_rows("smoke", ["scratch"])
+    assert {r["method"] for r in rows} == {"scratch/student"}
+    assert header["preset"] == "smoke"
+    cache = os.environ["KDTUTOR_CACHE"]
+    assert cache != str(tmp_path / "untouched")
+    assert _weights_path("smoke", "scratch", 0).is_relative_to(cache)
+    assert not (tmp_path / "untouched").exists()

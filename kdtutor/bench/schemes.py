@@ -48,6 +48,7 @@ __all__ = [
     "Scheme",
     "default_schemes_path",
     "load_schemes",
+    "page_rows",
     "run_scheme",
     "run_schemes_suite",
 ]
@@ -527,3 +528,28 @@ def run_schemes_suite(
 
     run_tasks(_run_scheme_task, tasks, jobs, record)  # type: ignore[arg-type]
     return rows
+
+
+def page_rows(
+    scale: str, schemes: Sequence[str] | None = None, *, rerun: bool = False, jobs: int = 2
+) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """The schemes suite's rows and header, as a page of the book reads them.
+
+    At ``"smoke"`` scale (the tests) a tiny suite of ``schemes`` (default: all) runs now, one
+    epoch on 256 images, into a temporary folder that also takes the disk cache (so the
+    scratch weights it saves go there: ``KDTUTOR_CACHE`` is set for this process). At any
+    other scale the committed ``data/results/schemes_book.csv`` is read; with ``rerun`` the
+    (scheme, seed) runs it lacks are made first (hours on 2 cores).
+    """
+    if scale == "smoke":
+        import tempfile
+
+        folder = Path(tempfile.mkdtemp(prefix="kdtutor-schemes-"))
+        os.environ["KDTUTOR_CACHE"] = str(folder / "cache")
+        out = folder / "schemes_smoke.csv"
+        run_schemes_suite("smoke", schemes=schemes, out=out, log=None, command="smoke page")
+        return load_schemes(out)
+    out = default_schemes_path("book")
+    if rerun:
+        run_schemes_suite("book", schemes=schemes, out=out, jobs=jobs)
+    return load_schemes(out)
