@@ -69,8 +69,6 @@ RERUN = False
         tags=["parameters"],
     ),
     code("""
-import tempfile
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -83,9 +81,7 @@ from kdtutor.bench.report import correct_matrix, gains_with_intervals
 from kdtutor.bench.schemes import (
     PUBLISHED_SCHEME_GAINS,
     SCHEMES,
-    default_schemes_path,
-    load_schemes,
-    run_schemes_suite,
+    page_rows,
 )
 from kdtutor.bench.significance import (
     mcnemar_exact,
@@ -105,19 +101,11 @@ N_TEST = preset.test_size
 BASE = "scratch/student"  # the student alone, 20 epochs
 seed_everything(SEED)
 
-if SCALE == "smoke":  # a tiny suite: one epoch on 256 images, seconds
-    folder = Path(tempfile.mkdtemp())
-    os.environ["KDTUTOR_CACHE"] = str(folder / "cache")
-    CSV = folder / "schemes.csv"
-    run_schemes_suite(
-        PRESET, out=CSV, log=None, command="equal-cost.ipynb (smoke)",
-        schemes=["scratch", "scratch_e40", "kd", "dml2", "one", "byot", "ban"],
-    )
-else:
-    CSV = default_schemes_path(PRESET)
-    if RERUN:  # every missing (scheme, seed): hours on 2 cores
-        run_schemes_suite(PRESET, out=CSV, jobs=2)
-rows, provenance = load_schemes(CSV)
+# the schemes suite's rows: a tiny suite at smoke scale (one epoch on 256
+# images), the committed CSV at book scale
+PAGE = ["scratch", "scratch_e40", "kd", "dml2", "one", "byot", "ban"]
+rows, provenance = page_rows(SCALE, None if SCALE != "smoke" else PAGE,
+                             rerun=RERUN)  # fmt: skip
 seeds = sorted({r["seed"] for r in rows})
 print(f"{len(rows)} rows (one per scored network and seed), seeds {seeds};")
 print(f"{N_TEST:,} test images")

@@ -70,8 +70,6 @@ RERUN = False
         tags=["parameters"],
     ),
     code("""
-import tempfile
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import torch
@@ -85,9 +83,7 @@ from kdtutor.bench.knowledge import PRESETS, preset_data
 from kdtutor.bench.report import gains_with_intervals
 from kdtutor.bench.schemes import (
     SCHEMES,
-    default_schemes_path,
-    load_schemes,
-    run_schemes_suite,
+    page_rows,
 )
 from kdtutor.data import BatchLoader, dataset_info
 from kdtutor.methods import build_distiller, get_method
@@ -104,17 +100,10 @@ PAIR = preset.pairs[0]  # cnn_large -> cnn_wide_s2
 N_TEST = preset.test_size
 seed_everything(SEED)
 
-if SCALE == "smoke":  # a tiny suite: one epoch on 256 images, seconds
-    folder = Path(tempfile.mkdtemp())
-    os.environ["KDTUTOR_CACHE"] = str(folder / "cache")
-    CSV = folder / "schemes.csv"
-    run_schemes_suite(PRESET, out=CSV, log=None, command="map.ipynb (smoke)",
-                      schemes=["scratch", "kd", "dml2", "one", "byot", "ban"])
-else:
-    CSV = default_schemes_path(PRESET)
-    if RERUN:  # every missing (scheme, seed): hours on 2 cores
-        run_schemes_suite(PRESET, out=CSV, jobs=2)
-rows, provenance = load_schemes(CSV)
+# the schemes suite's rows: a tiny suite at smoke scale (one epoch on 256
+# images), the committed CSV at book scale
+PAGE = ["scratch", "kd", "dml2", "one", "byot", "ban"]
+rows, provenance = page_rows(SCALE, PAGE, rerun=RERUN)
 seeds = sorted({r["seed"] for r in rows})
 print(f"{len(rows)} rows (one per scored network and seed), seeds {seeds};")
 print(f"{N_TEST:,} test images")
@@ -500,7 +489,7 @@ print(f"significantly better on {kd['better']} of {kd['seeds']} seeds")
 | Section | What you do | What you take away |
 | --- | --- | --- |
 | {doc}`map` | draw who teaches whom; count what a run costs; re-read offline KD's gain and cost | the three schemes, and the reference point the chapter measures against |
-| {doc}`online` | write DML's two losses from scratch and check them against the package; train two peers live; compare peers, ensembles, ONE's branches and KDCL's targets from the suite | whether networks learning together can replace a teacher, and what their ensemble adds |
+| {doc}`online` | write DML's two losses from scratch and check them against the package; follow both peers' learning curves; compare peers, ensembles, ONE's branches and KDCL's targets from the suite | whether networks learning together can replace a teacher, and what their ensemble adds |
 | {doc}`self` | watch BYOT's exits grow more accurate with depth; follow Born-Again generations and their ensembles; write CS-KD's loss | what a network gains from teaching itself, and at what cost in extra runs |
 | {doc}`equal-cost` | put every scheme on one axis of training FLOPs beside the student trained longer; test each against the cheapest run alone that cost as much | which gains survive when compute is equal, and how our gains compare with the published ones |
 """),

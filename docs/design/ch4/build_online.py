@@ -84,8 +84,6 @@ RERUN = False
 )
 
 code(r"""
-import tempfile
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -97,9 +95,7 @@ from kdtutor.bench.cost import network_flops
 from kdtutor.bench.knowledge import PRESETS, preset_data
 from kdtutor.bench.report import gains_with_intervals
 from kdtutor.bench.schemes import (
-    default_schemes_path,
-    load_schemes,
-    run_schemes_suite,
+    page_rows,
 )
 from kdtutor.coursework.schemes import check_dml_loss
 from kdtutor.losses.schemes import (
@@ -125,18 +121,9 @@ SCHEMES = ["scratch", "scratch_r8", "dml2", "dml2_mixed", "dml4", "one",
 torch.set_num_threads(1)
 seed_everything(SEED)
 
-if SCALE == "smoke":  # a tiny suite: 1 epoch on 256 images, one seed
-    folder = Path(tempfile.mkdtemp())
-    os.environ["KDTUTOR_CACHE"] = str(folder / "cache")
-    RESULTS = folder / "schemes.csv"
-    run_schemes_suite(PRESET, schemes=SCHEMES, out=RESULTS, log=None,
-                      command="kdtutor bench --suite schemes --preset smoke")
-else:
-    RESULTS = default_schemes_path(PRESET)
-    if RERUN:
-        run_schemes_suite(PRESET, schemes=SCHEMES, out=RESULTS, jobs=2)
-
-rows, provenance = load_schemes(RESULTS)
+# the schemes suite's rows: a tiny suite at smoke scale (one epoch on 256
+# images), the committed CSV at book scale
+rows, provenance = page_rows(SCALE, SCHEMES, rerun=RERUN)
 rows = [r for r in rows if r["scheme"] in SCHEMES]
 SEEDS = sorted({r["seed"] for r in rows})
 print(f"{len(rows)} rows (one per scored network and seed), seeds {SEEDS},")
@@ -1037,6 +1024,8 @@ still ahead when the student alone gets the same training budget?
 :class: dropdown
 
 ```python
+from kdtutor.bench.schemes import default_schemes_path, load_schemes
+
 all_rows, _ = load_schemes(default_schemes_path("book"))
 chosen = [r for r in all_rows
           if r["method"] in ("scratch_e40/student", "dml2/peer1")]

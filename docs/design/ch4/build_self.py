@@ -91,8 +91,6 @@ RERUN = False
     code(
         """
 import itertools
-import tempfile
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -105,9 +103,7 @@ from kdtutor.bench.cost import network_flops
 from kdtutor.bench.knowledge import PRESETS, preset_data
 from kdtutor.bench.report import gains_with_intervals
 from kdtutor.bench.schemes import (
-    default_schemes_path,
-    load_schemes,
-    run_schemes_suite,
+    page_rows,
 )
 from kdtutor.losses.schemes import ensemble_log_probs
 from kdtutor.methods import build_distiller
@@ -128,18 +124,9 @@ SELF_SCHEMES = ["scratch", "byot", "ban", "tfkd_self", "cskd"]
 BASELINE = "scratch/student"
 seed_everything(SEED)
 
-if SCALE == "smoke":  # a tiny suite (1 epoch on 256 images) in a temp folder
-    folder = Path(tempfile.mkdtemp())
-    os.environ["KDTUTOR_CACHE"] = str(folder / "cache")  # its weights, too
-    RESULTS = folder / "schemes_smoke.csv"
-    run_schemes_suite(PRESET, schemes=SELF_SCHEMES, out=RESULTS, log=None,
-                      command="self.ipynb at smoke scale")  # fmt: skip
-else:
-    RESULTS = default_schemes_path(PRESET)
-    if RERUN:  # resumes: only the (scheme, seed) runs not in the file
-        run_schemes_suite(PRESET, schemes=SELF_SCHEMES, out=RESULTS)
-
-rows, provenance = load_schemes(RESULTS)
+# the schemes suite's rows: a tiny suite at smoke scale (one epoch on 256
+# images), the committed CSV at book scale
+rows, provenance = page_rows(SCALE, SELF_SCHEMES, rerun=RERUN)
 rows = [r for r in rows if r["scheme"] in SELF_SCHEMES]
 train = preset_data(preset, "train")
 test = preset_data(preset, "test")
