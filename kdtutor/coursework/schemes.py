@@ -64,6 +64,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -448,6 +449,26 @@ _DML_CHECK = LossCheck(
 )
 
 
+def _values_then_gradients(
+    fn: Callable[..., object],
+    check: LossCheck,
+    gradient_problem: Callable[[Any], str | None],
+    error: type[AssertionError],
+    raise_on_failure: bool,
+    verbose: bool,
+) -> bool:
+    """The engine's value checks, then this module's check that the targets are detached
+    (the engine compares the gradient of the first input only)."""
+    if not run_check(fn, check, raise_on_failure=raise_on_failure, verbose=False):
+        return False
+    problem = gradient_problem(fn)
+    if problem is not None:
+        return report_failure(check.name, problem, error, raise_on_failure)
+    if verbose:
+        print(wrap_message(f"✓ {check.name}: {check.success} Well done!"))
+    return True
+
+
 def check_dml_loss(fn: DMLLossFn, *, raise_on_failure: bool = True, verbose: bool = True) -> bool:
     r"""Check a learner's ``fn(logits_1, logits_2, y) -> (loss_1, loss_2)``: DML's two losses.
 
@@ -476,14 +497,9 @@ def check_dml_loss(fn: DMLLossFn, *, raise_on_failure: bool = True, verbose: boo
         KDTutorError: ``fn`` is not callable.
     """
     _require_callable(fn, "check_dml_loss", "my_dml_losses(logits_1, logits_2, y)")
-    if not run_check(fn, _DML_CHECK, raise_on_failure=raise_on_failure, verbose=False):
-        return False
-    problem = _dml_gradient_problem(fn)
-    if problem is not None:
-        return report_failure(_DML_CHECK.name, problem, DMLLossCheckError, raise_on_failure)
-    if verbose:
-        print(wrap_message(f"✓ {_DML_CHECK.name}: {_DML_CHECK.success} Well done!"))
-    return True
+    return _values_then_gradients(
+        fn, _DML_CHECK, _dml_gradient_problem, DMLLossCheckError, raise_on_failure, verbose
+    )
 
 
 # ==============================================================================================
@@ -722,11 +738,6 @@ def check_cskd_loss(fn: CSKDLossFn, *, raise_on_failure: bool = True, verbose: b
         KDTutorError: ``fn`` is not callable.
     """
     _require_callable(fn, "check_cskd_loss", "my_cskd_loss(logits, pair_logits, y, T, lam)")
-    if not run_check(fn, _CSKD_CHECK, raise_on_failure=raise_on_failure, verbose=False):
-        return False
-    problem = _pair_gradient_problem(fn)
-    if problem is not None:
-        return report_failure(_CSKD_CHECK.name, problem, CSKDLossCheckError, raise_on_failure)
-    if verbose:
-        print(wrap_message(f"✓ {_CSKD_CHECK.name}: {_CSKD_CHECK.success} Well done!"))
-    return True
+    return _values_then_gradients(
+        fn, _CSKD_CHECK, _pair_gradient_problem, CSKDLossCheckError, raise_on_failure, verbose
+    )
