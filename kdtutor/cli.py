@@ -235,9 +235,11 @@ def cmd_models(args: argparse.Namespace) -> int:
 def cmd_methods(args: argparse.Namespace) -> int:
     from .methods import get_method, list_methods
 
-    for name in list_methods():
+    names = list_methods()
+    width = max(len(get_method(name).family or "-") for name in names)
+    for name in names:
         cls = get_method(name)
-        print(f"{name:<12} {cls.family or '-':<9} {cls.paper}")
+        print(f"{name:<12} {cls.family or '-':<{width}} {cls.paper}")
     return 0
 
 

@@ -51,7 +51,8 @@ def test_hparams_defaults_overrides_and_errors():
 def test_every_method_names_its_family_and_shares_the_loss_weights():
     for name in list_methods():
         cls = get_method(name)
-        assert cls.family in {"baseline", "response", "feature", "relation", "online", "self"}, name
+        families = {"baseline", "response", "feature", "relation", "online", "self", "architecture"}
+        assert cls.family in families, name
         if name not in ("scratch", "tfkd"):  # no CE weight of their own (see their docstrings)
             assert issubclass(cls.hparams_cls, LossWeights), name
     assert get_method("ft").scaled_hparams(120) == {"init_epochs": 15}
