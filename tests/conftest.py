@@ -86,8 +86,13 @@ TIERS: dict[str, str] = {
     "test_schemes_byot.py": "methods",
     "test_schemes_self.py": "methods",
     "test_schemes_one.py": "methods",
+    "test_deit.py": "methods",
     "test_cost.py": "unit",
     "test_published_schemes.py": "unit",
+    "test_specs.py": "unit",
+    "test_search.py": "unit",
+    "test_architecture_methods.py": "methods",
+    "test_chain.py": "unit",
 }
 """Test file name (a glob) -> tier; any other file is ``unit``."""
 

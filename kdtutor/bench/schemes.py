@@ -215,6 +215,19 @@ def _weights_path(preset_name: str, scheme: str, seed: int, generation: int = 0)
     return folder / f"{scheme}_seed{seed}_gen{generation}.pt"
 
 
+def _fit_settings(preset: Preset, epochs: int) -> dict[str, Any]:
+    """``fit``'s settings for a run of the preset (all but the data and the seed)."""
+    return {
+        "epochs": epochs,
+        "batch_size": preset.batch_size,
+        "lr": preset.lr,
+        "schedule": preset.schedule,
+        "milestones": preset.milestones,
+        "augment": preset.augment,
+        **preset.train,
+    }
+
+
 def _fit(distiller: Any, preset: Preset, epochs: int, seed: int) -> Any:
     from ..train import fit
 
@@ -222,14 +235,8 @@ def _fit(distiller: Any, preset: Preset, epochs: int, seed: int) -> Any:
         distiller,
         preset_data(preset, "train"),
         preset_data(preset, "test"),
-        epochs=epochs,
-        batch_size=preset.batch_size,
-        lr=preset.lr,
-        schedule=preset.schedule,
-        milestones=preset.milestones,
-        augment=preset.augment,
         seed=seed,
-        **preset.train,
+        **_fit_settings(preset, epochs),
     )
 
 
@@ -406,7 +413,7 @@ def run_scheme(
             distiller, preset, scheme, seed,
             curves=_curves(result.history, names), train=cost, prior=prior,
         )  # fmt: skip
-    return _born_again(scheme, seed, preset, preset_name, teacher, prior, one_run)
+    return _born_again(scheme, seed, preset, teacher, prior, student_name, hparams, epochs)
 
 
 def _scratch_cost(preset: Preset, student: str, seed: int) -> Any:
@@ -426,25 +433,31 @@ def _born_again(
     scheme: Scheme,
     seed: int,
     preset: Preset,
-    preset_name: str,
     generation0: Any,
     prior: Any,
-    one_run: Callable[[Any, int], tuple[Any, Any, Any]],
+    student: str,
+    hparams: Mapping[str, Any],
+    epochs: int,
 ) -> list[dict[str, Any]]:
     """Generations 1..G, each taught by the last (generation 0: the student alone), scored
-    alone and as the ensembles of generations 0..g."""
+    alone and as the ensembles of generations 0..g: a chain
+    (:func:`~kdtutor.chain.fit_chain`) of G copies of the student's architecture, each
+    initialised from its own seed; the batches follow the run's seed."""
+    from ..chain import fit_chain
     from ..losses.schemes import ensemble_log_probs
-    from .cost import network_flops
+    from .cost import network_flops, run_cost
 
     rows: list[dict[str, Any]] = []
     generations = [generation0]
-    shape = tuple(preset_data(preset, "train").images.shape[1:])
+    train = preset_data(preset, "train")
+    shape = tuple(train.images.shape[1:])
     single = network_flops(generation0, shape)
-    for g in range(1, scheme.generations + 1):
-        # independent initialisations per generation; the batches follow the run's seed
-        distiller, result, cost = one_run(generations[-1], seed + 1000 * g)
-        student = distiller.student.eval().requires_grad_(False)
-        generations.append(student)
+    charged = [prior]  # the chain's cost so far: generation 0, then each generation trained
+
+    def rows_and_cost(stage: int, distiller: Any, result: Any) -> None:
+        g = stage + 1
+        cost = run_cost(distiller, train, result, batch_size=preset.batch_size)
+        generations.append(distiller.student.eval().requires_grad_(False))
         members = list(generations)
 
         def ensemble(x: Any, members: list[Any] = members) -> Any:
@@ -453,14 +466,21 @@ def _born_again(
         gen_rows = _network_rows(
             distiller, preset, scheme, seed,
             curves={"student": _curves(result.history, ["student"])["student"]},
-            train=cost, prior=prior,
+            train=cost, prior=charged[-1],
             extra={"ensemble": ensemble}, extra_flops={"ensemble": single * len(members)},
         )  # fmt: skip
         for row in gen_rows:
             row["network"] = f"gen{g}" if row["network"] == "student" else f"ens0-{g}"
             row["method"] = f"{scheme.label}/{row['network']}"
         rows.extend(gen_rows)
-        prior = prior + cost
+        charged.append(charged[-1] + cost)
+
+    fit_chain(
+        generation0, [student] * scheme.generations, train, preset_data(preset, "test"),
+        method=scheme.method, hparams=hparams, seed=seed,
+        init_seed=lambda stage: seed + 1000 * (stage + 1), on_stage=rows_and_cost,
+        **_fit_settings(preset, epochs),
+    )  # fmt: skip
     return rows
 
 
