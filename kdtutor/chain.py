@@ -213,6 +213,8 @@ def fit_chain(
             previous = network
     teacher.requires_grad_(False).eval()
 
+    from .specs import parse_model_spec
+
     folder = _store_folder(store)
     key = ""
     if folder is not None:
@@ -222,7 +224,8 @@ def fit_chain(
     for i, spec in enumerate(specs):
         weights = None
         if folder is not None:
-            key = _digest(key, spec, method, _canonical(params.as_dict()), str(seeds[i]))
+            canonical = parse_model_spec(spec).call  # one key whatever the spelling
+            key = _digest(key, canonical, method, _canonical(params.as_dict()), str(seeds[i]))
             weights = folder / f"{key}.pt"
         seed_everything(seeds[i])
         network = build(spec, i)
@@ -458,8 +461,10 @@ def _stage_meta(
     key: str,
     data: Any,
 ) -> dict[str, Any]:
+    from .specs import parse_model_spec
+
     meta: dict[str, Any] = {
-        "model": spec,
+        "model": parse_model_spec(spec).call,
         "chain_key": key,
         "chain_stage": stage,
         "chain_path": list(specs[: stage + 1]),

@@ -231,7 +231,7 @@ def run_experiment(
         return distiller
 
     meta = {
-        "model": parse_model_spec(experiment.student).name,
+        "model": parse_model_spec(experiment.student).call,
         "dataset": train.name,
         "num_classes": train.num_classes,
         "input_shape": list(train.images.shape[1:]),

@@ -147,6 +147,15 @@ def test_the_store_skips_trained_stages_and_shares_prefixes(tiny_data, teacher, 
     assert stages[0].result is None
 
 
+def test_two_spellings_of_one_architecture_share_a_stored_stage(tiny_data, teacher, tmp_path):
+    one = fit_chain(teacher, ["convnet(widths=(8, 16))"], *tiny_data, store=tmp_path,
+                    **SETTINGS)  # fmt: skip
+    two = fit_chain(teacher, ["convnet(widths=[8,16])"], *tiny_data, store=tmp_path,
+                    **SETTINGS)  # fmt: skip
+    assert one[0].result is not None and two[0].result is None
+    assert one[0].key == two[0].key
+
+
 def test_a_resumed_chain_trains_only_the_missing_stage_and_ends_where_a_whole_one_does(
     tiny_data, teacher, tmp_path
 ):
