@@ -48,7 +48,21 @@ EXAMPLES = {
   kdtutor bench --suite knowledge --preset book --tune --jobs 2      # equal tuning (validation)
   kdtutor bench --suite knowledge --preset book --weights tuned      # the suite at tuned weights
   kdtutor bench --suite schemes --preset book --jobs 2               # offline, online, self
+  kdtutor bench --suite architecture --preset smoke
+  kdtutor bench --suite architecture --preset book --jobs 2          # capacity gap, TAKD, DeiT
+  kdtutor bench --suite architecture --preset book --schemes vit_pilot_sgd,vit_pilot_adamw
   KDTUTOR_DATA=~/datasets kdtutor bench --suite knowledge --preset repdistiller   # on a GPU""",
+    "chain": """examples:
+  kdtutor chain zoo:shapes_cnn_large cnn_medium cnn_wide_s2 --preset smoke
+  kdtutor chain zoo:shapes_cnn_large "convnet(blocks_per_stage=2,stem_stride=2,widths=(16,32,64,128))" \\
+      cnn_wide_s2 --seed 1 --out chain.json                # teacher -> assistant -> student (TAKD)
+  kdtutor chain zoo:shapes_cnn_large cnn_medium cnn_small cnn_wide_s2 --all-paths
+  kdtutor chain cnn_wide_s2:runs/alone/student-seed0.pt cnn_wide_s2 cnn_wide_s2 --method ban""",
+    "search": """examples:
+  kdtutor search --preset smoke --pool 4 --eta 2
+  kdtutor search --strategy halving                     # 27 -> 9 -> 3 candidates, 2 -> 20 epochs
+  kdtutor search --strategy random --budget-mflops 1.62 --pool 28 --epochs 6
+  kdtutor search --strategy halving --method scratch --out search_alone.csv   # no teacher""",
     "plot": """examples:
   kdtutor plot runs/kd                 # writes runs/kd/curves.png (also while the run trains)
   kdtutor plot results.json --out curves.pdf""",
@@ -356,6 +370,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return _bench_views(args)
     if args.suite == "schemes":
         return _bench_schemes(args)
+    if args.suite == "architecture":
+        return _bench_architecture(args)
     return _bench_knowledge(args)
 
 
@@ -423,6 +439,224 @@ def _bench_schemes(args: argparse.Namespace) -> int:
         mean, std = mean_std([float(r["last_acc"]) for r in runs])
         flops = sum(float(r["total_flops"]) for r in runs) / len(runs) / 1e12
         print(f"{method:<24} {mean:>7.2f} ± {std:<4.2f} {flops:>13.2f} {len(runs):>5}")
+    return 0
+
+
+def _mean_or_dash(values: Sequence[Any], width: int) -> str:
+    """The mean of the non-empty values (e.g. a column empty for rows without a teacher)."""
+    numbers = [float(v) for v in values if v not in ("", None)]
+    return f"{sum(numbers) / len(numbers):>{width}.2f}" if numbers else f"{'-':>{width}}"
+
+
+def _bench_architecture(args: argparse.Namespace) -> int:
+    from .bench.architecture import run_architecture_suite
+    from .bench.stats import mean_std
+    from .train import parse_seeds
+
+    if args.preset not in ("smoke", "book"):
+        raise KDTutorError(
+            f"--suite architecture takes --preset smoke or book, not {args.preset!r}."
+        )
+    if args.methods or args.pairs or args.epochs or args.tune or args.weights != "published":
+        raise KDTutorError(
+            "--suite architecture runs each scheme with its own teacher, student and epochs: "
+            "choose schemes with --schemes (kdtutor.bench.architecture.ARCHITECTURE), and drop "
+            "--methods, --pairs, --epochs, --tune and --weights."
+        )
+    schemes = [s.strip() for s in args.schemes.split(",") if s.strip()] if args.schemes else None
+    rows = run_architecture_suite(
+        args.preset,
+        schemes=schemes,
+        seeds=parse_seeds(args.seeds) if args.seeds else None,
+        out=args.out,
+        jobs=args.jobs,
+        command="kdtutor " + " ".join(sys.argv[1:]),
+    )
+    print(
+        f"{'scheme/network':<24} {'split':<5} {'last %':>14} {'teacher %':>9} {'agree %':>8} "
+        f"{'TFLOPs':>8} {'seeds':>5}  student"
+    )
+    for method in dict.fromkeys(r["method"] for r in rows):
+        runs = [r for r in rows if r["method"] == method]
+        mean, std = mean_std([float(r["last_acc"]) for r in runs])
+        flops = sum(float(r["total_flops"]) for r in runs) / len(runs) / 1e12
+        print(
+            f"{method:<24} {runs[0]['split']:<5} {mean:>7.2f} ± {std:<4.2f} "
+            f"{_mean_or_dash([r['teacher_acc'] for r in runs], 9)} "
+            f"{_mean_or_dash([r['agreement'] for r in runs], 8)} {flops:>8.2f} "
+            f"{len(runs):>5}  {runs[0]['student']}"
+        )
+    return 0
+
+
+def _check_out_file(path: str | None, what: str = "results") -> Path | None:
+    """``--out``'s file, refused when its folder is missing or it names a folder."""
+    if path is None:
+        return None
+    out = Path(path)
+    if not out.parent.exists():
+        raise KDTutorError(
+            f"cannot write {what} to {out}: the folder {out.parent} does not exist. Create it first."
+        )
+    if out.is_dir():
+        raise KDTutorError(f"--out {out} is a folder: give a file name.")
+    return out
+
+
+def cmd_chain(args: argparse.Namespace) -> int:
+    import torch
+
+    from .bench.cost import network_flops, run_cost
+    from .bench.knowledge import get_preset, method_hparams, preset_data
+    from .chain import chain_paths, fit_chain
+    from .io import atomic_write_json
+    from .specs import build_from_spec, parse_model_spec
+    from .train import predict_logits
+
+    parsed = parse_model_spec(args.teacher)
+    if parsed.kind == "registry" and parsed.weights is None:
+        raise KDTutorError(
+            f"the chain's teacher {args.teacher!r} would be an untrained network: name a trained "
+            "one, zoo:<name> (`kdtutor zoo list`) or NAME:weights.pt."
+        )
+    if args.all_paths and len(args.stages) < 2:
+        raise KDTutorError(
+            "--all-paths needs assistants before the student: kdtutor chain TEACHER "
+            "ASSISTANT... STUDENT --all-paths."
+        )
+    out = _check_out_file(args.out)
+    preset = get_preset(args.preset)
+    if preset.threads:
+        torch.set_num_threads(preset.threads)
+    train, test = preset_data(preset, "train"), preset_data(preset, "test")
+    epochs = args.epochs or preset.epochs
+    hparams = {**method_hparams(args.method, epochs, len(train)), **_parse_sets(args.set or [])}
+    teacher = build_from_spec(
+        args.teacher, num_classes=train.num_classes, in_channels=train.in_channels, role="teacher"
+    )
+    shape = tuple(train.images.shape[1:])
+    settings = {
+        "epochs": epochs, "batch_size": preset.batch_size, "lr": preset.lr,
+        "schedule": preset.schedule, "milestones": preset.milestones, "augment": preset.augment,
+        **preset.train,
+    }  # fmt: skip
+    *assistants, student = args.stages
+    if args.all_paths:
+        paths = [[*through, student] for through in chain_paths(assistants)]
+    else:
+        paths = [list(args.stages)]
+    store: Any = None if args.no_store else (args.store or True)
+
+    def describe(network: Any, spec: str) -> dict[str, Any]:
+        logits, labels = predict_logits(network, test)
+        return {
+            "spec": spec,
+            "params": sum(p.numel() for p in network.parameters()),
+            "flops": network_flops(network, shape),
+            "test_acc": round(100.0 * float((logits.argmax(1) == labels).float().mean()), 4),
+        }
+
+    head = describe(teacher, args.teacher)
+    report = {"teacher": head, "method": args.method, "seed": args.seed, "preset": args.preset,
+              "epochs": epochs, "hparams": hparams, "paths": []}  # fmt: skip
+    for path in paths:
+        costs: dict[int, Any] = {}
+
+        def on_stage(i: int, distiller: Any, result: Any, costs: dict[int, Any] = costs) -> None:
+            if result is not None:
+                costs[i] = run_cost(distiller, train, result, batch_size=preset.batch_size)
+
+        stages = fit_chain(
+            teacher, path, train, test, method=args.method, hparams=hparams, seed=args.seed,
+            store=store, on_stage=on_stage, **settings,
+        )  # fmt: skip
+        done = []
+        for i, stage in enumerate(stages):
+            entry = describe(stage.network, stage.spec)
+            cost = costs.get(i)
+            entry.update(
+                stored=stage.result is None,
+                best_acc=round(stage.result.best_acc, 4) if stage.result is not None else None,
+                train_flops=cost.flops if cost is not None else None,
+                train_seconds=round(cost.seconds, 2) if cost is not None else None,
+            )
+            done.append(entry)
+        report["paths"].append({"path": [args.teacher, *path], "stages": done})
+        print(f"path {' > '.join([args.teacher, *path])}  ({args.method}, seed {args.seed}, "
+              f"{epochs} epoch{'s' if epochs != 1 else ''}, preset {args.preset})")  # fmt: skip
+        print(f"{'stage':>5} {'params':>10} {'MFLOPs':>8} {'test %':>7} {'TFLOPs':>8} "
+              f"{'seconds':>8}  network")  # fmt: skip
+        for i, entry in enumerate([head, *done]):
+            flops = entry.get("train_flops")
+            seconds = entry.get("train_seconds")
+            print(
+                f"{i:>5} {entry['params']:>10,} {entry['flops'] / 1e6:>8.2f} "
+                f"{entry['test_acc']:>7.2f} "
+                f"{(f'{flops / 1e12:.3f}' if flops is not None else '-'):>8} "
+                f"{('stored' if entry.get('stored') else (f'{seconds:.1f}' if seconds is not None else '-')):>8}"
+                f"  {entry['spec']}"
+            )
+    if out is not None:
+        atomic_write_json(out, report)
+        print(f"wrote {out}")
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from .bench.architecture import default_search_path, run_search
+    from .bench.knowledge import get_preset
+
+    if args.strategy == "random" and (args.eta or args.min_epochs or args.max_epochs):
+        raise KDTutorError(
+            "--eta, --min-epochs and --max-epochs are successive halving's: with --strategy "
+            "random give --epochs."
+        )
+    if args.strategy == "halving" and args.epochs:
+        raise KDTutorError(
+            "--epochs is random search's: with --strategy halving give --min-epochs and "
+            "--max-epochs."
+        )
+    out = _check_out_file(args.out, "the search's scores") or default_search_path(args.preset)
+    result = run_search(
+        args.preset,
+        strategy=args.strategy,
+        teacher=args.teacher,
+        method=args.method,
+        budget_flops=args.budget_mflops * 1e6 if args.budget_mflops else None,
+        pool=args.pool,
+        eta=args.eta or 3,
+        epochs=args.epochs,
+        min_epochs=args.min_epochs,
+        max_epochs=args.max_epochs,
+        seed=args.seed,
+        out=out,
+    )
+    candidates = len({r["spec"] for r in result.rows})
+    print(
+        f"{result.strategy} search, {candidates} candidates, {result.budget} candidate-epochs "
+        f"({result.trained} trained now, the rest read from {out})"
+    )
+    print(
+        f"{'rung':>4} {'epochs':>6} {'val %':>7} {'MFLOPs':>7} {'params':>8} {'kept':>4}  network"
+    )
+    for row in result.rows:
+        print(
+            f"{row['rung']:>4} {row['epochs']:>6} {row['score']:>7.2f} "
+            f"{row['flops'] / 1e6:>7.2f} {row['params']:>8,} {'yes' if row['kept'] else '':>4}"
+            f"  {row['spec']}"
+        )
+    best = result.best
+    print(
+        f"best: {best.spec} ({result.best_score:.2f} % on the validation images, "
+        f"{best.flops / 1e6:.2f} MFLOPs, {best.params:,} parameters)"
+    )
+    preset = get_preset(args.preset)
+    teacher = f" --teacher {args.teacher}" if args.method != "scratch" else ""
+    print(
+        f'train it: kdtutor distill --dataset {preset.dataset}{teacher} --student "{best.spec}" '
+        f"--method {args.method} --epochs {preset.epochs} --batch-size {preset.batch_size} "
+        f"--train-size {preset.train_size} --test-size {preset.test_size}"
+    )
     return 0
 
 
@@ -695,10 +929,11 @@ def build_parser() -> argparse.ArgumentParser:
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument(
         "--suite",
-        choices=["knowledge", "schemes", "views"],
+        choices=["knowledge", "schemes", "architecture", "views"],
         help="knowledge: every method side by side; schemes: offline, online and "
-        "self-distillation on one student, with their costs; views: accuracy cost of cached "
-        "augmented views",
+        "self-distillation on one student, with their costs; architecture: capacity gap, "
+        "early-stopped KD, teacher assistants, the ViT student (chapter 5); views: accuracy "
+        "cost of cached augmented views",
     )
     what.add_argument(
         "--speed",
@@ -725,8 +960,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--schemes",
         default=None,
-        help="--suite schemes: comma-separated scheme labels (default: all; see "
-        "kdtutor.bench.schemes.SCHEMES)",
+        help="--suite schemes or architecture: comma-separated scheme labels (default: all; "
+        "see kdtutor.bench.schemes.SCHEMES and kdtutor.bench.architecture.ARCHITECTURE)",
     )
     p.add_argument("--seeds", default=None, help="override the preset's seeds, e.g. 0,1,2")
     p.add_argument("--pairs", default=None, help="comma-separated pair labels (default: all)")
@@ -752,6 +987,106 @@ def build_parser() -> argparse.ArgumentParser:
         "(needs --tune first; writes knowledge_<preset>_tuned.csv)",
     )
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser(
+        "chain",
+        help="distil along a chain: teacher -> assistants -> student (TAKD, Born-Again)",
+        description="Train each network of a path by distillation from the one before it "
+        "(kdtutor.chain.fit_chain), on the book protocol's data and schedule.",
+        epilog=EXAMPLES["chain"],
+        formatter_class=formatter,
+    )
+    p.add_argument(
+        "teacher",
+        metavar="TEACHER",
+        help="the trained first teacher: zoo:<name> or NAME:weights.pt",
+    )
+    p.add_argument(
+        "stages",
+        nargs="+",
+        metavar="STAGE",
+        help="model specs trained in turn, the student last (a name, or a call such as "
+        "'convnet(widths=(16,32,64),stem_stride=2)')",
+    )
+    p.add_argument(
+        "--method", default="takd", help="each stage's method (`kdtutor methods`); default takd"
+    )
+    p.add_argument("--seed", type=int, default=0, help="the seed of every stage (default 0)")
+    p.add_argument(
+        "--preset",
+        choices=["smoke", "book"],
+        default="book",
+        help="data and schedule: book (20,000 shapes images, 20 epochs) or smoke (256, 1)",
+    )
+    p.add_argument("--epochs", type=_positive_int, default=None, help="override the preset's")
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="method hyperparameter for every stage, e.g. --set T=4 (repeatable)",
+    )
+    p.add_argument(
+        "--all-paths",
+        action="store_true",
+        help="every path through the assistants (the stages before the student), 2**n of them",
+    )
+    stored = p.add_mutually_exclusive_group()
+    stored.add_argument(
+        "--store",
+        default=None,
+        help="folder of trained stages, reused by chains sharing a prefix (default: "
+        "$KDTUTOR_CACHE/chains)",
+    )
+    stored.add_argument("--no-store", action="store_true", help="train every stage again")
+    p.add_argument("--out", default=None, help="write the stages' results as JSON here")
+    _add_verbosity(p)
+    p.set_defaults(func=cmd_chain)
+
+    p = sub.add_parser(
+        "search",
+        help="search a student within a FLOPs budget, each candidate scored by a short KD run",
+        description="Random search or successive halving over plain CNNs and CIFAR ResNets "
+        "(kdtutor.search), scored on the preset's validation images; scores are kept in a CSV "
+        "so that a search resumes and two strategies share them.",
+        epilog=EXAMPLES["search"],
+        formatter_class=formatter,
+    )
+    p.add_argument("--strategy", choices=["random", "halving"], default="halving")
+    p.add_argument(
+        "--teacher",
+        default="zoo:shapes_cnn_large",
+        help="the trained teacher (default zoo:shapes_cnn_large)",
+    )
+    p.add_argument(
+        "--method", default="kd", help="the scoring run's method: kd (default) or scratch"
+    )
+    p.add_argument(
+        "--budget-mflops",
+        type=_positive_float,
+        default=None,
+        help="the largest forward MFLOPs per image (default: the preset's largest student, "
+        "resnet8_half_s2, 1.62)",
+    )
+    p.add_argument("--pool", type=_positive_int, default=28, help="candidates drawn (default 28)")
+    p.add_argument(
+        "--eta", type=_positive_int, default=None, help="halving: keep 1 in ETA (default 3)"
+    )
+    p.add_argument(
+        "--min-epochs", type=_positive_int, default=None, help="halving: first rung's epochs"
+    )
+    p.add_argument(
+        "--max-epochs", type=_positive_int, default=None, help="halving: last rung's epochs"
+    )
+    p.add_argument(
+        "--epochs", type=_positive_int, default=None, help="random: every candidate's epochs"
+    )
+    p.add_argument("--seed", type=int, default=0, help="the draw's and the runs' seed")
+    p.add_argument("--preset", choices=["smoke", "book"], default="book")
+    p.add_argument(
+        "--out", default=None, help="the scores' CSV (default data/results/search_<preset>.csv)"
+    )
+    _add_verbosity(p)
+    p.set_defaults(func=cmd_search)
 
     p = sub.add_parser(
         "plot",

@@ -93,6 +93,8 @@ TIERS: dict[str, str] = {
     "test_search.py": "unit",
     "test_architecture_methods.py": "methods",
     "test_chain.py": "unit",
+    "test_bench_architecture.py": "unit",
+    "test_cli_architecture.py": "unit",
 }
 """Test file name (a glob) -> tier; any other file is ``unit``."""
 
