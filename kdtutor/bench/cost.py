@@ -368,7 +368,7 @@ def teacher_cost(zoo_name: str) -> Cost:
 
     Raises:
         UnknownNameError: no such teacher.
-        MissingWeightsError: the teacher has no manifest entry (it was never trained).
+        kdtutor.zoo.MissingWeightsError: the teacher has no manifest entry (it was never trained).
     """
     from ..data import dataset_info
     from ..methods import build_distiller
