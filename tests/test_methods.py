@@ -51,7 +51,11 @@ def test_hparams_defaults_overrides_and_errors():
 def test_every_method_names_its_family_and_shares_the_loss_weights():
     for name in list_methods():
         cls = get_method(name)
-        families = {"baseline", "response", "feature", "relation", "online", "self", "architecture"}
+        families = {
+            "baseline", "response", "feature", "relation", "online", "self", "architecture",
+            "adversarial", "multi_teacher", "cross_modal", "graph", "attention", "data_free",
+            "quantized", "lifelong",
+        }  # fmt: skip
         assert cls.family in families, name
         if name not in ("scratch", "tfkd"):  # no CE weight of their own (see their docstrings)
             assert issubclass(cls.hparams_cls, LossWeights), name
