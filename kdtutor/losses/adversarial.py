@@ -44,7 +44,7 @@ def gan_d_loss(d_real: Tensor, d_fake: Tensor) -> Tensor:
         d_fake: its logits on the student's (detached) outputs, same shape.
 
     Returns:
-        A scalar: the sum of the two batch-mean binary cross entropies.
+        The sum of the two batch-mean binary cross entropies, a scalar.
     """
     _check_scores(d_real, "gan_d_loss")
     _check_scores(d_fake, "gan_d_loss")
@@ -67,7 +67,7 @@ def gan_g_loss(d_fake: Tensor) -> Tensor:
         d_fake: the discriminator's logits on the student's outputs (not detached).
 
     Returns:
-        A scalar: the batch-mean binary cross entropy against the label 1.
+        The batch-mean binary cross entropy against the label 1, a scalar.
     """
     _check_scores(d_fake, "gan_g_loss")
     return F.binary_cross_entropy_with_logits(d_fake, d_fake.new_ones(d_fake.shape))
