@@ -411,28 +411,36 @@ def _bench_views(args: argparse.Namespace) -> int:
     return 0
 
 
-def _bench_schemes(args: argparse.Namespace) -> int:
-    from .bench.schemes import run_schemes_suite
-    from .bench.stats import mean_std
+def _catalogue_options(args: argparse.Namespace, suite: str, what: str) -> dict[str, Any]:
+    """The options of a suite of named schemes (``--suite schemes``, ``architecture``), after
+    refusing the knowledge suite's options, which it does not take."""
     from .train import parse_seeds
 
     if args.preset not in ("smoke", "book"):
-        raise KDTutorError(f"--suite schemes takes --preset smoke or book, not {args.preset!r}.")
+        raise KDTutorError(f"--suite {suite} takes --preset smoke or book, not {args.preset!r}.")
     if args.methods or args.pairs or args.epochs or args.tune or args.weights != "published":
         raise KDTutorError(
-            "--suite schemes runs on the preset's first pair with each scheme's own epochs: "
-            "choose schemes with --schemes, and drop --methods, --pairs, --epochs, --tune "
-            "and --weights."
+            f"--suite {suite} {what}, and drop --methods, --pairs, --epochs, --tune and --weights."
         )
     schemes = [s.strip() for s in args.schemes.split(",") if s.strip()] if args.schemes else None
-    rows = run_schemes_suite(
-        args.preset,
-        schemes=schemes,
-        seeds=parse_seeds(args.seeds) if args.seeds else None,
-        out=args.out,
-        jobs=args.jobs,
-        command="kdtutor " + " ".join(sys.argv[1:]),
-    )
+    return {
+        "schemes": schemes,
+        "seeds": parse_seeds(args.seeds) if args.seeds else None,
+        "out": args.out,
+        "jobs": args.jobs,
+        "command": "kdtutor " + " ".join(sys.argv[1:]),
+    }
+
+
+def _bench_schemes(args: argparse.Namespace) -> int:
+    from .bench.schemes import run_schemes_suite
+    from .bench.stats import mean_std
+
+    options = _catalogue_options(
+        args, "schemes", "runs on the preset's first pair with each scheme's own epochs: "
+        "choose schemes with --schemes"
+    )  # fmt: skip
+    rows = run_schemes_suite(args.preset, **options)
     print(f"{'scheme/network':<24} {'last %':>14} {'train TFLOPs':>13} {'seeds':>5}")
     for method in dict.fromkeys(r["method"] for r in rows):
         runs = [r for r in rows if r["method"] == method]
@@ -451,27 +459,12 @@ def _mean_or_dash(values: Sequence[Any], width: int) -> str:
 def _bench_architecture(args: argparse.Namespace) -> int:
     from .bench.architecture import run_architecture_suite
     from .bench.stats import mean_std
-    from .train import parse_seeds
 
-    if args.preset not in ("smoke", "book"):
-        raise KDTutorError(
-            f"--suite architecture takes --preset smoke or book, not {args.preset!r}."
-        )
-    if args.methods or args.pairs or args.epochs or args.tune or args.weights != "published":
-        raise KDTutorError(
-            "--suite architecture runs each scheme with its own teacher, student and epochs: "
-            "choose schemes with --schemes (kdtutor.bench.architecture.ARCHITECTURE), and drop "
-            "--methods, --pairs, --epochs, --tune and --weights."
-        )
-    schemes = [s.strip() for s in args.schemes.split(",") if s.strip()] if args.schemes else None
-    rows = run_architecture_suite(
-        args.preset,
-        schemes=schemes,
-        seeds=parse_seeds(args.seeds) if args.seeds else None,
-        out=args.out,
-        jobs=args.jobs,
-        command="kdtutor " + " ".join(sys.argv[1:]),
-    )
+    options = _catalogue_options(
+        args, "architecture", "runs each scheme with its own teacher, student and epochs: "
+        "choose schemes with --schemes (kdtutor.bench.architecture.ARCHITECTURE)"
+    )  # fmt: skip
+    rows = run_architecture_suite(args.preset, **options)
     print(
         f"{'scheme/network':<24} {'split':<5} {'last %':>14} {'teacher %':>9} {'agree %':>8} "
         f"{'TFLOPs':>8} {'seeds':>5}  student"
