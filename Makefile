@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: venv lock browser test test-fast lint book book-times book-student clean
+.PHONY: venv lock browser test test-fast lint book book-times book-student assignments clean
 
 LOCK   := requirements/book.lock
 
@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml $(LOCK)
 ##   extras) into .venv and write the exact versions to requirements/book.lock
 lock:
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -e ".[dev,notebooks,tensorboard,timm]"
+	$(PY) -m pip install --quiet -e ".[dev,notebooks,tensorboard,timm,coursework]"
 	{ head -n 2 $(LOCK); $(PY) -m pip freeze --all --exclude-editable | grep -v -e '^kdtutor' -e '^pip=='; } > $(LOCK).new
 	mv $(LOCK).new $(LOCK)
 
@@ -69,7 +69,14 @@ book: venv
 book-times: venv
 	$(PY) scripts/book_times.py --run
 
-## book-student: the student edition, exercise solutions removed
+## assignments: the student notebooks and the autograder zips of every assignment
+##   (assignments/*.ipynb -> _build/assignments/NAME/{student,autograder}); grade a folder with
+##   `.venv/bin/kdtutor assignments grade NAME FOLDER --out scores.csv`
+assignments: venv
+	$(VENV)/bin/kdtutor assignments student --out _build/assignments
+
+## book-student: the student edition: no solution in the pages, the downloadable sources or
+##   the search index
 book-student: venv
 	$(PY) scripts/build_book.py --student
 

@@ -15,6 +15,8 @@ from typing import Any
 
 from .errors import KDTutorError
 
+DEFAULT_ASSIGNMENTS_OUT = "_build/assignments"
+
 EXAMPLES = {
     "distill": """examples:
   kdtutor distill --config exp.yaml train.lr=0.1 hparams.T=8 --run-dir runs/kd
@@ -69,6 +71,11 @@ EXAMPLES = {
     "cache": """examples:
   kdtutor cache list     # disk caches made with fit(..., cache_location="disk")
   kdtutor cache clear""",
+    "assignments": """examples:
+  kdtutor assignments list
+  kdtutor assignments student --out _build/assignments      # every assignment
+  kdtutor assignments student kd-temperature --out handout
+  kdtutor assignments grade kd-temperature submissions/ --out scores.csv""",
     "zoo": """examples:
   kdtutor zoo list
   kdtutor zoo verify
@@ -339,6 +346,36 @@ def cmd_cache(args: argparse.Namespace) -> int:
             else "incomplete (no readable meta.json): safe to clear"
         )
         print(f"{Path(c['folder']).name}  {c['bytes'] / 1024**2:8.1f} MB  {shape}")
+    return 0
+
+
+def cmd_assignments(args: argparse.Namespace) -> int:
+    from .coursework import grading
+
+    if args.action == "list":
+        for a in grading.list_assignments():
+            print(f"{a.name:24s} {a.total:5.0f} points  {a.title}")
+        return 0
+    if args.action == "student":
+        names = args.names or [a.name for a in grading.list_assignments()]
+        for name in names:
+            built = grading.build_assignment(name, args.out)
+            print(f"{name}: hand out {built.student}; grade with {built.autograder}")
+        return 0
+    if len(args.names) != 2:
+        raise ValueError(
+            "grade takes an assignment and a folder of submissions: "
+            "kdtutor assignments grade NAME FOLDER [--out scores.csv]"
+        )
+    name, folder = args.names
+    out = Path(args.out) if args.out != DEFAULT_ASSIGNMENTS_OUT else Path(f"{name}-scores.csv")
+    scores = grading.grade_folder(
+        name, folder, out, autograder=args.autograder, timeout=args.timeout
+    )
+    for s in scores:
+        note = f"  ({s.error})" if s.error else ""
+        print(f"{s.submission.name:32s} {s.score:5.1f} / {s.possible:.0f}{note}")
+    print(f"wrote {out}")
     return 0
 
 
@@ -1099,6 +1136,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("action", choices=["list", "clear"])
     p.set_defaults(func=cmd_cache)
+
+    p = sub.add_parser(
+        "assignments",
+        help="list the assignments, build the student notebooks and autograders, grade",
+        epilog=EXAMPLES["assignments"],
+        formatter_class=formatter,
+    )
+    p.add_argument("action", choices=["list", "student", "grade"])
+    p.add_argument(
+        "names",
+        nargs="*",
+        help="student: assignments to build (default all); grade: NAME FOLDER of submissions",
+    )
+    p.add_argument(
+        "--out",
+        default=DEFAULT_ASSIGNMENTS_OUT,
+        help="student: output folder (default %(default)s); grade: the CSV of scores "
+        "(default NAME-scores.csv)",
+    )
+    p.add_argument("--autograder", default=None, help="grade: autograder zip (default: build it)")
+    p.add_argument(
+        "--timeout", type=_positive_int, default=600, help="grade: seconds per submission"
+    )
+    p.set_defaults(func=cmd_assignments)
 
     p = sub.add_parser(
         "zoo",

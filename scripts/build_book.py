@@ -3,6 +3,11 @@
     python scripts/build_book.py             # -> _build/html
     python scripts/build_book.py --student   # -> _build/student/_build/html, exercise solutions removed
 
+The student edition hides solutions in three places: the pages (sphinx-exercise's
+``hide_solutions`` drops every ``{solution}`` directive before the search index is built, so
+the index never sees them either) and the copies of the sources that the download button
+serves (``_sources/``), from which :func:`strip_solutions` removes every ``{solution}`` block.
+
 MathJax 3 is copied from the PyPI package ``django-static-mathjax`` into ``book_static/mathjax``
 (a static folder *not* named ``_static``: Jupyter Book adds every ``.js`` under ``_static`` to
 every page), and ``_config.yml`` points ``mathjax_path`` at it, so formulas render with no
@@ -12,6 +17,8 @@ network. Warnings are errors (``-W -n --keep-going``).
 from __future__ import annotations
 
 import argparse
+import json
+import re
 import shutil
 import subprocess
 import sys
@@ -68,6 +75,48 @@ def student_config() -> Path:
     return path
 
 
+#: A ``{solution}`` block in MyST, fenced by backticks or colons; the closing fence has the
+#: opening one's characters and length (so a shorter fence inside, e.g. a code block, stays in).
+SOLUTION_BLOCK = re.compile(
+    r"^(?P<fence>`{3,}|:{3,})\{solution\}[^\n]*\n.*?^(?P=fence)[ \t]*(?:\n|\Z)",
+    re.MULTILINE | re.DOTALL,
+)
+
+
+def solution_blocks(text: str) -> list[str]:
+    """Every ``{solution}`` block of a MyST text, fences included."""
+    return [m.group(0) for m in SOLUTION_BLOCK.finditer(text)]
+
+
+def strip_solutions(text: str) -> str:
+    """The MyST text without its ``{solution}`` blocks."""
+    return SOLUTION_BLOCK.sub("", text)
+
+
+def strip_source_copies(html: Path) -> int:
+    """Remove the solution blocks from the copies of the sources under ``html/_sources``
+    (notebooks cell by cell, Markdown as text); return how many blocks were removed."""
+    removed = 0
+    for path in sorted((html / "_sources").rglob("*")):
+        if not path.is_file():
+            continue
+        text = path.read_text(encoding="utf-8", errors="surrogateescape")
+        if path.name.endswith((".ipynb", ".ipynb.txt")):
+            nb = json.loads(text)
+            for cell in nb.get("cells", []):
+                source = cell.get("source", "")
+                source = "".join(source) if isinstance(source, list) else source
+                removed += len(solution_blocks(source))
+                cell["source"] = strip_solutions(source)
+            new = json.dumps(nb, indent=1, ensure_ascii=False) + "\n"
+        else:
+            removed += len(solution_blocks(text))
+            new = strip_solutions(text)
+        if new != text:
+            path.write_text(new, encoding="utf-8", errors="surrogateescape")
+    return removed
+
+
 def build(student: bool = False, output: Path | None = None) -> Path:
     """Run ``jupyter-book build`` with warnings as errors; return the HTML folder."""
     ensure_mathjax()
@@ -87,7 +136,10 @@ def build(student: bool = False, output: Path | None = None) -> Path:
     if student:
         command += ["--config", str(student_config())]
     subprocess.run(command, check=True, cwd=ROOT)
-    return out / "_build" / "html"
+    html = out / "_build" / "html"
+    if student:
+        strip_source_copies(html)
+    return html
 
 
 def main() -> int:

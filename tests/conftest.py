@@ -68,6 +68,7 @@ def _no_network():
 TIERS: dict[str, str] = {
     "test_notebooks.py": "notebooks",
     "test_staleness.py": "notebooks",
+    "test_assignments.py": "notebooks",
     "test_book.py": "book",
     "test_api_reference.py": "book",
     "test_book_times.py": "book",

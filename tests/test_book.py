@@ -5,8 +5,13 @@ test_api_reference.py shares."""
 
 from __future__ import annotations
 
+import json
+import re
 import sys
 from pathlib import Path
+
+import snowballstemmer
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -53,13 +58,122 @@ def test_pages_render_in_headless_chromium(built_book):
     assert (ROOT / "_build" / "screenshots" / "chapter.png").exists()
 
 
+def _book_sources() -> list[Path]:
+    """Every page of the book (notebooks and Markdown files of the table of contents)."""
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    files: list[str] = []
+
+    def walk(node: object) -> None:
+        if isinstance(node, dict):
+            files.extend([node["file"]] if "file" in node else [])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk(toc)
+    found = []
+    for f in files:
+        for suffix in ("", ".ipynb", ".md"):
+            if (ROOT / (f + suffix)).is_file() and (ROOT / (f + suffix)).suffix:
+                found.append(ROOT / (f + suffix))
+                break
+    return found
+
+
+def _markdown(path: Path, *, code: bool = False) -> str:
+    """The page's Markdown (and with ``code``, its code cells too)."""
+    if path.suffix == ".ipynb":
+        nb = json.loads(path.read_text())
+        kinds = ("markdown", "code") if code else ("markdown",)
+        return "\n\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] in kinds)
+    return path.read_text()
+
+
+def _solution_lines() -> dict[Path, list[str]]:
+    """Per page, the lines of its solutions that appear nowhere else in the book's sources."""
+    texts = {p: _markdown(p) for p in _book_sources()}
+    outside = "\n".join(build_book.strip_solutions(_markdown(p, code=True)) for p in texts)
+    lines = {}
+    for page, text in texts.items():
+        own = []
+        for block in build_book.solution_blocks(text):
+            for line in block.splitlines()[1:-1]:
+                line = line.strip()
+                if len(line) >= 30 and not line.startswith((":", "```")) and line not in outside:
+                    own.append(line)
+        if own:
+            lines[page] = own
+    return lines
+
+
+def test_every_exercise_and_solution_renders(built_book):
+    """Each ``{exercise}`` and ``{solution}`` of the sources becomes its admonition in the full
+    edition (a fence the parser does not recognise shows its text raw, solution included)."""
+    for page in _book_sources():
+        text = _markdown(page)
+        html = (built_book / page.relative_to(ROOT)).with_suffix(".html").read_text()
+        exercises = len(re.findall(r"^(`{3,}|:{3,})\{exercise\}", text, re.MULTILINE))
+        solutions = len(build_book.solution_blocks(text))
+        assert html.count('class="exercise admonition') == exercises, f"{page.name}: exercises"
+        assert html.count('class="solution') == solutions, f"{page.name}: solutions"
+        assert "{exercise}" not in html and "{solution}" not in html, f"{page.name}: raw fence"
+
+
 def test_student_edition_hides_solutions(built_book, tmp_path):
+    """No solution text anywhere a student can reach: not in the pages, not in the copies of
+    the sources the download button serves, not in the search index."""
     student = build_book.build(student=True, output=tmp_path)
     teacher_pages = [p for p in built_book.rglob("*.html") if 'class="solution' in p.read_text()]
     assert teacher_pages, "the full edition shows no solution at all"
     for page in teacher_pages:
         twin = student / page.relative_to(built_book)
         assert 'class="solution' not in twin.read_text(), f"{twin.name} still shows a solution"
+
+    secrets = _solution_lines()
+    assert sum(map(len, secrets.values())) > 50, "too few solution lines found to check"
+    served = {
+        p: p.read_text(errors="replace")
+        for p in student.rglob("*")
+        if p.is_file() and p.suffix in {".html", ".js", ".ipynb", ".md", ".txt", ".json"}
+    }
+    # JSON copies escape quotes and backslashes: look for both spellings
+    for page, lines in secrets.items():
+        for line in lines:
+            spellings = {line, json.dumps(line)[1:-1]}
+            leaks = [p.name for p, text in served.items() if any(s in text for s in spellings)]
+            assert not leaks, f"a solution line of {page.name} is served in {leaks}: {line!r}"
+
+    index = json.loads(
+        re.search(r"Search\.setIndex\((.*)\)", served[student / "searchindex.js"]).group(1)
+    )
+    full_index = (built_book / "searchindex.js").read_text()
+    stem = snowballstemmer.stemmer("english").stemWord
+    book_words = {
+        stem(w)
+        for w in re.findall(
+            r"[a-z]{8,}",
+            " ".join(build_book.strip_solutions(_markdown(p)).lower() for p in _book_sources()),
+        )
+    }
+    only_in_solutions = {
+        stem(w)
+        for lines in secrets.values()
+        for w in re.findall(r"[a-z]{8,}", " ".join(lines).lower())
+    } - book_words
+    in_full = {w for w in only_in_solutions if f'"{w}"' in full_index}
+    assert in_full, "no solution-only word is indexed in the full edition: the check is empty"
+    assert not in_full & set(index["terms"]), sorted(in_full & set(index["terms"]))
+
+
+def test_solution_blocks_are_found_and_stripped():
+    text = (
+        "intro\n````{solution} ex-1\n:class: dropdown\n\nsay\n```python\ncode()\n```\n"
+        "more\n````\nbetween\n:::{solution} ex-2\nz\n:::\nend\n"
+    )
+    assert len(build_book.solution_blocks(text)) == 2
+    assert build_book.strip_solutions(text) == "intro\nbetween\nend\n"
 
 
 def test_browser_check_catches_problems(tmp_path):
