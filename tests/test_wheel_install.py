@@ -100,6 +100,17 @@ def test_the_wheel_ships_the_zoo_as_package_data(installed):
     assert not any(n.startswith(("tests/", "book/", "data/")) for n in names)
 
 
+def test_the_wheel_holds_no_assignment_solution(installed):
+    """The assignments' masters (solutions, hidden tests) stay in the repository: a learner
+    who installs kdtutor gets the checkers, not the answers."""
+    wheel = zipfile.ZipFile(installed["wheel"])
+    assert not [n for n in wheel.namelist() if n.endswith(".ipynb") or "assignments/" in n]
+    assert "kdtutor/coursework/grading.py" in wheel.namelist()
+    for name in wheel.namelist():
+        if name.endswith(".py"):
+            assert b"# BEGIN SOLUTION" not in wheel.read(name), name
+
+
 def test_the_quick_start_runs_outside_the_repository(installed):
     cwd = installed["work"] / "elsewhere"
     cwd.mkdir()

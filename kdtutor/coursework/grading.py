@@ -27,6 +27,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -38,13 +40,18 @@ from ..locations import source_checkout
 __all__ = [
     "Assignment",
     "AssignmentBuild",
+    "AssignmentCheck",
+    "Mistake",
     "Score",
     "build_assignment",
+    "check_assignment",
     "find_assignment",
     "grade_folder",
     "grade_submission",
     "list_assignments",
     "masters_dir",
+    "plant_mistake",
+    "planted_mistakes",
 ]
 
 
@@ -61,12 +68,16 @@ class Assignment:
         title: The first heading of the notebook.
         master: Path of the master notebook.
         points: Points per question, in the notebook's order.
+        goals: The master's "Learning goals." paragraph.
+        time: The master's "Time." paragraph (the expected work).
     """
 
     name: str
     title: str
     master: Path
     points: dict[str, float]
+    goals: str = ""
+    time: str = ""
 
     @property
     def total(self) -> float:
@@ -118,17 +129,21 @@ def _read_master(path: Path) -> Assignment:
         nb = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
         raise ValueError(f"cannot read the master notebook {path}: {exc}") from exc
-    title, points = path.stem, {}
+    title, points, about = path.stem, {}, {}
     for cell in nb.get("cells", []):
         text = _source(cell).strip()
         if cell.get("cell_type") == "markdown" and title == path.stem:
             heading = re.match(r"#\s+(.+)", text)
             if heading:
                 title = heading.group(1).strip()
+            for key, label in (("goals", "Learning goals"), ("time", "Time")):
+                found = re.search(rf"\*\*{label}\.\*\*\s*(.+?)(?:\n\s*\n|\Z)", text, re.DOTALL)
+                if found:
+                    about[key] = " ".join(found.group(1).split())
         if cell.get("cell_type") == "raw" and text.startswith("# BEGIN QUESTION"):
             config = yaml.safe_load(text.split("\n", 1)[1]) or {}
             points[str(config["name"])] = float(config.get("points", 0))
-    return Assignment(name=path.stem, title=title, master=path, points=points)
+    return Assignment(name=path.stem, title=title, master=path, points=points, **about)
 
 
 def masters_dir() -> Path:
@@ -340,3 +355,111 @@ def _write_scores(scores: list[Score], questions: list[str], path: Path) -> None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+@dataclass(frozen=True)
+class Mistake:
+    """A classic mistake planted in an assignment's solution (``assignments/mistakes.yml``).
+
+    Attributes:
+        name: What the mistake is, in a learner's words.
+        replace: Code of the solution that the mistake changes (it occurs once).
+        with_: What it becomes.
+        loses: Points the mistake must cost, per question.
+    """
+
+    name: str
+    replace: str
+    with_: str
+    loses: dict[str, float]
+
+
+@dataclass(frozen=True)
+class AssignmentCheck:
+    """An assignment graded as a course would grade it (see :func:`check_assignment`).
+
+    Attributes:
+        assignment: The assignment.
+        solution: The reference solution's grade.
+        student: The untouched student notebook's grade.
+        mistakes: Each planted mistake with the grade of the solution that carries it.
+        seconds: Wall time of building the autograder and of grading the solution.
+        built: Where the student notebook, the solution and the autograder were written.
+    """
+
+    assignment: Assignment
+    solution: Score
+    student: Score
+    mistakes: list[tuple[Mistake, Score]]
+    seconds: dict[str, float]
+    built: AssignmentBuild
+
+
+def planted_mistakes(name: str) -> list[Mistake]:
+    """The classic mistakes listed for ``name`` in ``mistakes.yml`` beside the masters."""
+    path = masters_dir() / "mistakes.yml"
+    if not path.is_file():
+        raise DataNotFoundError(f"no {path}: it lists the planted mistakes of each assignment")
+    listed = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    return [
+        Mistake(
+            m["name"], m["replace"], m["with"], {str(q): float(v) for q, v in m["loses"].items()}
+        )
+        for m in listed.get(name, [])
+    ]
+
+
+def plant_mistake(
+    solution: str | os.PathLike[str], mistake: Mistake, out: str | os.PathLike[str]
+) -> Path:
+    """Write a copy of the solution notebook with ``mistake`` planted in its cells.
+
+    Raises:
+        ValueError: ``mistake.replace`` does not occur exactly once in the solution's cells.
+    """
+    nb = json.loads(Path(solution).read_text(encoding="utf-8"))
+    hits = sum(_source(c).count(mistake.replace) for c in nb["cells"])
+    if hits != 1:
+        raise ValueError(
+            f"mistake {mistake.name!r}: its `replace` text occurs {hits} times in the "
+            "solution, not once: quote a longer, unique piece of the solution's code"
+        )
+    for cell in nb["cells"]:
+        cell["source"] = _source(cell).replace(mistake.replace, mistake.with_)
+    Path(out).write_text(json.dumps(nb), encoding="utf-8")
+    return Path(out)
+
+
+def check_assignment(
+    name: str, work_dir: str | os.PathLike[str], *, workers: int = 2
+) -> AssignmentCheck:
+    """Build the autograder of ``name`` and grade its reference solution, its untouched student
+    notebook and the solution with each planted mistake (``workers`` gradings at a time).
+
+    What an assignment must show: full marks for the solution, 0 for the student notebook, and
+    for each mistake exactly the points of :attr:`Mistake.loses` lost.
+    """
+    work = Path(work_dir)
+    start = time.perf_counter()
+    built = build_assignment(name, work / "build")
+    build_seconds = time.perf_counter() - start
+    mistakes = planted_mistakes(name)
+    planted = [
+        plant_mistake(built.solution, m, work / f"mistake{i}.ipynb") for i, m in enumerate(mistakes)
+    ]
+
+    def timed(nb: Path) -> tuple[Score, float]:
+        t0 = time.perf_counter()
+        return grade_submission(nb, built.autograder), time.perf_counter() - t0
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        graded = list(pool.map(timed, [built.solution, built.student, *planted]))
+    (solution, solution_seconds), (student, _) = graded[0], graded[1]
+    return AssignmentCheck(
+        assignment=find_assignment(name),
+        solution=solution,
+        student=student,
+        mistakes=[(m, g[0]) for m, g in zip(mistakes, graded[2:], strict=True)],
+        seconds={"build": build_seconds, "grade_solution": solution_seconds},
+        built=built,
+    )
