@@ -58,8 +58,8 @@ and the teachers shipped as package data."""
 RECORDER_NAME = "kdtutor_notebook_uses"  # notebook_uses.MODULE_NAME
 
 
-def toc_notebooks() -> list[Path]:
-    """Every notebook listed in ``_toc.yml``, in reading order."""
+def toc_pages() -> list[Path]:
+    """Every page listed in ``_toc.yml`` (notebook or Markdown file), in reading order."""
     toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
     files: list[str] = []
 
@@ -74,7 +74,16 @@ def toc_notebooks() -> list[Path]:
                 walk(item)
 
     walk(toc)
-    return [ROOT / f"{f}.ipynb" for f in files if (ROOT / f"{f}.ipynb").exists()]
+    pages = []
+    for f in files:
+        found = [ROOT / f"{f}{s}" for s in (".ipynb", ".md") if (ROOT / f"{f}{s}").exists()]
+        pages.extend(found[:1])
+    return pages
+
+
+def toc_notebooks() -> list[Path]:
+    """Every notebook listed in ``_toc.yml``, in reading order."""
+    return [p for p in toc_pages() if p.suffix == ".ipynb"]
 
 
 def source_hash(nb: nbformat.NotebookNode) -> str:

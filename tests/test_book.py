@@ -11,14 +11,13 @@ import sys
 from pathlib import Path
 
 import snowballstemmer
-import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import browser_check  # noqa: E402
 import build_book  # noqa: E402
-from execute_notebooks import toc_notebooks  # noqa: E402
+from execute_notebooks import toc_notebooks, toc_pages  # noqa: E402
 
 
 def test_every_toc_page_is_built(built_book):
@@ -60,26 +59,7 @@ def test_pages_render_in_headless_chromium(built_book):
 
 def _book_sources() -> list[Path]:
     """Every page of the book (notebooks and Markdown files of the table of contents)."""
-    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
-    files: list[str] = []
-
-    def walk(node: object) -> None:
-        if isinstance(node, dict):
-            files.extend([node["file"]] if "file" in node else [])
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for item in node:
-                walk(item)
-
-    walk(toc)
-    found = []
-    for f in files:
-        for suffix in ("", ".ipynb", ".md"):
-            if (ROOT / (f + suffix)).is_file() and (ROOT / (f + suffix)).suffix:
-                found.append(ROOT / (f + suffix))
-                break
-    return found
+    return toc_pages()
 
 
 def _markdown(path: Path, *, code: bool = False) -> str:
