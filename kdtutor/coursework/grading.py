@@ -20,6 +20,7 @@ checkers; hidden tests score.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import re
@@ -35,6 +36,7 @@ from pathlib import Path
 import yaml
 
 from ..errors import DataNotFoundError, UnknownNameError
+from ..io import atomic_write_text
 from ..locations import source_checkout
 
 __all__ = [
@@ -342,19 +344,15 @@ def grade_folder(
 
 
 def _write_scores(scores: list[Score], questions: list[str], path: Path) -> None:
+    """One CSV row per submission, written whole (atomically) at the end."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["submission", "score", "possible", *questions, "error"])
+    for s in scores:
+        per_question = [s.questions.get(q, 0.0) for q in questions]
+        writer.writerow([s.submission.name, s.score, s.possible, *per_question, s.error])
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
-            writer = csv.writer(f)
-            writer.writerow(["submission", "score", "possible", *questions, "error"])
-            for s in scores:
-                per_question = [s.questions.get(q, 0.0) for q in questions]
-                writer.writerow([s.submission.name, s.score, s.possible, *per_question, s.error])
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, buffer.getvalue())
 
 
 @dataclass(frozen=True)
@@ -426,7 +424,7 @@ def plant_mistake(
         )
     for cell in nb["cells"]:
         cell["source"] = _source(cell).replace(mistake.replace, mistake.with_)
-    Path(out).write_text(json.dumps(nb), encoding="utf-8")
+    atomic_write_text(out, json.dumps(nb))
     return Path(out)
 
 
