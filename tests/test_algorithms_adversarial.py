@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from _resume import interrupted_then_resumed
 from torch import nn
 
 from kdtutor.config import ConfigError
@@ -166,24 +167,17 @@ def test_trains_through_fit_and_resumes_bit_identically(mnist, tmp_path):
     d = make()
     d_start = copy.deepcopy(d.discriminator.state_dict())
     curve: list[float] = []
-    full = fit(d, train, test, epochs=2, batch_size=100, checkpoint=tmp_path / "full.pt",
-               on_epoch=lambda *_: curve.append(discriminator_accuracy(d, test, n=100)))  # fmt: skip
+    kw = {"epochs": 2, "batch_size": 100}
+    full = fit(d, train, test, checkpoint=tmp_path / "full.pt",
+               on_epoch=lambda *_: curve.append(discriminator_accuracy(d, test, n=100)), **kw)  # fmt: skip
     assert {"ce", "kd", "adv", "disc"} == set(full.history[-1]["losses"])
     assert len(curve) == 2 and all(0.0 <= c <= 100.0 for c in curve)
     assert not torch.equal(d.discriminator[0].weight, d_start["0.weight"])
     saved = torch.load(tmp_path / "full.pt", weights_only=True)
     assert set(saved["optimizers"]) == {"student", "discriminator"}
-
-    def stop(line):
-        raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        fit(make(), train, test, epochs=2, batch_size=100, checkpoint=tmp_path / "cut.pt", log=stop)
-    resumed = make()
-    again = fit(resumed, train, test, epochs=2, batch_size=100, resume=tmp_path / "cut.pt")
-    assert [h["test_acc"] for h in again.history] == [h["test_acc"] for h in full.history]
-    for key, value in d.trainable_state_dict().items():
-        assert torch.equal(value, resumed.trainable_state_dict()[key]), key
+    interrupted_then_resumed(
+        make, train, test, tmp_path, after=1, full=(d, full), same=("test_acc",), **kw
+    )
 
 
 def test_bad_input_is_refused():

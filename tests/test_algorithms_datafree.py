@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from _resume import interrupted_then_resumed
 from torch import nn
 
 from kdtutor.config import ConfigError
@@ -223,17 +224,9 @@ def test_dafl_resumes_bit_identically(tiny_data, tmp_path):
     full = fit(d, None, test, checkpoint=tmp_path / "full.pt", **kw)
     saved = torch.load(tmp_path / "full.pt", weights_only=True)
     assert set(saved["optimizers"]) == {"student", "generator"}
-
-    def stop(line):
-        raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        fit(_dafl(), None, test, checkpoint=tmp_path / "cut.pt", log=stop, **kw)
-    resumed = _dafl()
-    again = fit(resumed, None, test, resume=tmp_path / "cut.pt", **kw)
-    assert [h["test_acc"] for h in again.history] == [h["test_acc"] for h in full.history]
-    for key, value in d.trainable_state_dict().items():
-        assert torch.equal(value, resumed.trainable_state_dict()[key]), key
+    interrupted_then_resumed(
+        _dafl, None, test, tmp_path, after=1, full=(d, full), same=("test_acc",), **kw
+    )
 
 
 def test_dafl_refuses_bad_input(tiny_data):

@@ -9,6 +9,7 @@ import copy
 import numpy as np
 import pytest
 import torch
+from _resume import interrupted_then_resumed
 from torch import nn
 
 from kdtutor.config import ConfigError
@@ -215,20 +216,13 @@ def test_mtkd_forward_trains_and_resumes_bit_identically(mnist, tmp_path):
         np_loss(zs, stack, y.numpy(), 2.0, "camkd"), rel=1e-5
     )
 
-    full = fit(d, train, test, epochs=2, batch_size=100, checkpoint=tmp_path / "full.pt")
+    kw = {"epochs": 2, "batch_size": 100}
+    full = fit(d, train, test, checkpoint=tmp_path / "full.pt", **kw)
     assert set(full.history[-1]["losses"]) == {"ce", "kd"}
     assert set(full.history[-1]["test"]) == {"student", "ensemble"}
-
-    def stop(line):
-        raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        fit(make(), train, test, epochs=2, batch_size=100, checkpoint=tmp_path / "cut.pt", log=stop)
-    resumed = make()
-    again = fit(resumed, train, test, epochs=2, batch_size=100, resume=tmp_path / "cut.pt")
-    assert [h["test_acc"] for h in again.history] == [h["test_acc"] for h in full.history]
-    for key, value in d.trainable_state_dict().items():
-        assert torch.equal(value, resumed.trainable_state_dict()[key]), key
+    interrupted_then_resumed(
+        make, train, test, tmp_path, after=1, full=(d, full), same=("test_acc",), **kw
+    )
 
 
 def test_named_zoo_teachers_join_the_given_one():

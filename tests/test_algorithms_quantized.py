@@ -10,6 +10,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from _resume import interrupted_then_resumed
 from torch import nn
 
 from kdtutor import qat
@@ -290,27 +291,12 @@ def test_qkd_without_co_studying_never_changes_its_teacher(tiny_data, tiny_pair)
 
 
 def test_qkd_resumes_bit_identically_across_co_studying(tiny_data, tiny_pair, tmp_path):
-    train, test = tiny_data
-    pair = copy.deepcopy(tiny_pair)
-    full_d = make_qkd(pair)
-    full = fit(full_d, train, test, epochs=4, batch_size=100, checkpoint=tmp_path / "full.pt")
-    lines = []
+    def make():
+        return make_qkd(copy.deepcopy(tiny_pair))
 
-    def stop_after_two(line):  # epoch 0 (self-studying) and epoch 1 (co-studying) are saved
-        lines.append(line)
-        if len(lines) == 2:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        fit(
-            make_qkd(copy.deepcopy(tiny_pair)), train, test, epochs=4, batch_size=100,
-            checkpoint=tmp_path / "cut.pt", log=stop_after_two,
-        )  # fmt: skip
-    resumed = make_qkd(copy.deepcopy(tiny_pair))
-    again = fit(resumed, train, test, epochs=4, batch_size=100, resume=tmp_path / "cut.pt")
-    assert [h["test_acc"] for h in again.history] == [h["test_acc"] for h in full.history]
-    for key, value in full_d.trainable_state_dict().items():
-        assert torch.equal(value, resumed.trainable_state_dict()[key]), key
+    # interrupted once epoch 0 (self-studying) and epoch 1 (co-studying) are saved
+    kw = {"epochs": 4, "batch_size": 100}
+    interrupted_then_resumed(make, *tiny_data, tmp_path, after=2, same=("test_acc",), **kw)
 
 
 def test_qkd_refuses_bad_phase_lengths(tiny_pair):

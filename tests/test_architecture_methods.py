@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from _resume import interrupted_then_resumed
 
 from kdtutor.cli import main
 from kdtutor.config import ConfigError
@@ -184,23 +185,14 @@ def test_eskd_resumes_bit_identically_after_its_stop(tiny_data, tmp_path):
     teacher = build_model("cnn_medium")
     cfg = {"epochs": 3, "batch_size": 50, "seed": 1}
 
-    def make():
+    def make():  # a fresh distiller: distilling is True until on_epoch_start says not
         seed_everything(2)
         return build_distiller("eskd", build_model("cnn_tiny"), teacher, {"kd_epochs": 2})
 
-    def stop_after_two(line):
-        if line.startswith("epoch   2"):
-            raise KeyboardInterrupt
-
-    full = make()
-    history = fit(full, *tiny_data, config=cfg).history
-    path = tmp_path / "run.pt"
-    with pytest.raises(KeyboardInterrupt):
-        fit(make(), *tiny_data, config=cfg, checkpoint=path, log=stop_after_two)
-    resumed = make()  # a fresh distiller: distilling is True until on_epoch_start says not
-    again = fit(resumed, *tiny_data, config=cfg, checkpoint=path, resume=path)
-    assert [h["losses"] for h in again.history] == [h["losses"] for h in history]
-    assert set(again.history[-1]["losses"]) == {"ce"} and same_student(full, resumed)
+    runs = interrupted_then_resumed(
+        make, *tiny_data, tmp_path, after=2, same=("losses",), config=cfg
+    )
+    assert set(runs.result.history[-1]["losses"]) == {"ce"}
 
 
 def test_eskds_stop_scales_with_short_runs():

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from _resume import interrupted_then_resumed
 
 from kdtutor.cache import clear_memory_cache
 from kdtutor.config import ConfigError
@@ -353,14 +354,6 @@ def test_smoke_run_with_the_zoo_teacher_at_patch_8():
     assert seconds < 60, f"the smoke run took {seconds:.1f} s"
 
 
-def _interrupt_after(epoch):
-    def log(line):
-        if line.startswith(f"epoch {epoch:3d}"):
-            raise KeyboardInterrupt
-
-    return log
-
-
 @pytest.mark.parametrize("cache", [True, False])
 @pytest.mark.parametrize("distillation", ["hard", "soft"])
 def test_resume_is_bit_identical(distillation, cache, tmp_path):
@@ -373,18 +366,10 @@ def test_resume_is_bit_identical(distillation, cache, tmp_path):
         seed_everything(11)
         return build_distiller("deit", small_vit(), teacher, distillation=distillation)
 
-    full = make()
-    fit(full, *data, config=cfg)
-    path = tmp_path / "run.pt"
-    with pytest.raises(KeyboardInterrupt):
-        fit(make(), *data, config=cfg, checkpoint=path, log=_interrupt_after(2))
-    resumed = make()
-    result = fit(resumed, *data, config=cfg, checkpoint=path, resume=path)
-    assert [h["epoch"] for h in result.history] == [1, 2, 3, 4]
-    a, b = full.trainable_state_dict(), resumed.trainable_state_dict()
-    assert set(a) == set(b) and "student.dist_token" in a
-    different = [k for k in a if not torch.equal(a[k], b[k])]
-    assert not different, f"{different[:5]} differ after resume"
+    runs = interrupted_then_resumed(
+        make, *data, tmp_path, after=2, covers=("student.dist_token",), config=cfg
+    )
+    assert [h["epoch"] for h in runs.result.history] == [1, 2, 3, 4]
 
 
 # -- refusals --------------------------------------------------------------------------------

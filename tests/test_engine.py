@@ -12,6 +12,7 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
+from _resume import interrupted_then_resumed
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -141,27 +142,19 @@ def test_a_discriminator_has_its_own_optimizer_and_resumes_bit_identically(mnist
 
     d = make()
     disc_start = copy.deepcopy(d.discriminator.state_dict())
-    full = fit(d, train, test, epochs=3, batch_size=100, checkpoint=tmp_path / "full.pt")
+    kw = {"epochs": 3, "batch_size": 100}
+    full = fit(d, train, test, checkpoint=tmp_path / "full.pt", **kw)
     assert {"ce", "kd", "adv", "disc"} <= set(full.history[-1]["losses"])
     assert not torch.equal(d.discriminator[0].weight, disc_start["0.weight"])
     saved = torch.load(tmp_path / "full.pt", weights_only=True)
     assert set(saved["optimizers"]) == {"student", "discriminator"}
     assert "exp_avg" in next(iter(saved["optimizers"]["discriminator"]["state"].values()))
     assert full.best_acc > 70.0
-
-    def stop_after_first_epoch(line):
-        raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):  # interrupted once epoch 1's checkpoint is written
-        fit(make(), train, test, epochs=3, batch_size=100, checkpoint=tmp_path / "cut.pt",
-            log=stop_after_first_epoch)  # fmt: skip
-    assert torch.load(tmp_path / "cut.pt", weights_only=True)["epoch"] == 0
-    resumed = make()
-    again = fit(resumed, train, test, epochs=3, batch_size=100, resume=tmp_path / "cut.pt")
-    assert [h["test_acc"] for h in again.history] == [h["test_acc"] for h in full.history]
-    for key, value in d.trainable_state_dict().items():
-        assert torch.equal(value, resumed.trainable_state_dict()[key]), key
-    assert torch.equal(d.discriminator[2].weight, resumed.discriminator[2].weight)
+    # interrupted once epoch 1's checkpoint is written
+    runs = interrupted_then_resumed(
+        make, train, test, tmp_path, after=1, full=(d, full), same=("test_acc",), **kw
+    )
+    assert torch.equal(d.discriminator[2].weight, runs.resumed.discriminator[2].weight)
 
 
 def test_stepping_an_undeclared_group_is_a_clear_error(mnist):

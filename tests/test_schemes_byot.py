@@ -9,6 +9,7 @@ import itertools
 import numpy as np
 import pytest
 import torch
+from _resume import interrupted_then_resumed
 from torch import nn
 
 from kdtutor.bench.cost import network_flops
@@ -219,23 +220,10 @@ def test_resume_is_bit_identical(tiny_data, tmp_path):
         torch.manual_seed(11)
         return build_distiller("byot", build_model("cnn_wide_s2"))
 
-    full = make()
-    whole = fit(full, train, test, config=cfg)
-
-    def stop_after_first_epoch(line):
-        if line.startswith("epoch   1"):
-            raise KeyboardInterrupt
-
-    path = tmp_path / "run.pt"
-    with pytest.raises(KeyboardInterrupt):
-        fit(make(), train, test, config=cfg, checkpoint=path, log=stop_after_first_epoch)
-    resumed = make()
-    again = fit(resumed, train, test, config=cfg, checkpoint=path, resume=path)
-    assert [h["epoch"] for h in again.history] == [1, 2]
-    assert [h["test"] for h in again.history] == [h["test"] for h in whole.history]
-    a, b = full.trainable_state_dict(), resumed.trainable_state_dict()
-    assert set(a) == set(b) and any(k.startswith("heads.") for k in a)
-    assert not [k for k in a if not torch.equal(a[k], b[k])]
+    runs = interrupted_then_resumed(
+        make, train, test, tmp_path, after=1, same=("test",), covers=("heads.",), config=cfg
+    )
+    assert [h["epoch"] for h in runs.result.history] == [1, 2]
 
 
 def test_trains_through_the_command_line(tmp_path):

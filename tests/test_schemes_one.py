@@ -11,6 +11,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from _resume import interrupted_then_resumed
 from torch import nn
 
 from kdtutor.cli import main
@@ -258,14 +259,6 @@ def test_the_gated_ensemble_costs_less_than_m_students():
 
 
 # -- resume, other students, refusals ------------------------------------------------------------
-def _interrupt_after(epoch):
-    def log(line):
-        if line.startswith(f"epoch {epoch:3d}"):
-            raise KeyboardInterrupt
-
-    return log
-
-
 def test_a_two_epoch_run_resumes_bit_identically(tiny_data, tmp_path):
     cfg = {"epochs": 2, "batch_size": 50, "lr": 0.05, "seed": 3}
 
@@ -273,25 +266,13 @@ def test_a_two_epoch_run_resumes_bit_identically(tiny_data, tmp_path):
         seed_everything(11)
         return build_distiller("one", build_model("cnn_tiny"), None, {"rampup_epochs": 2})
 
-    full = make()
-    expected = fit(full, tiny_data.train, tiny_data.test, config=cfg)
-    path = tmp_path / "run.pt"
-    with pytest.raises(KeyboardInterrupt):
-        fit(make(), tiny_data.train, tiny_data.test, config=cfg, checkpoint=path,
-            log=_interrupt_after(1))  # fmt: skip
-    assert torch.load(path, weights_only=True)["epoch"] == 0
-    resumed = make()
-    result = fit(resumed, tiny_data.train, tiny_data.test, config=cfg, checkpoint=path, resume=path)
-    assert [h["epoch"] for h in result.history] == [1, 2]
-    assert resumed.kd_ramp == full.kd_ramp == pytest.approx(math.exp(-5 * 0.5**2))  # epoch 1
-    assert result.history[-1]["losses"] == expected.history[-1]["losses"]
-    a, b = full.trainable_state_dict(), resumed.trainable_state_dict()
-    assert set(a) == set(b)
-    assert any(k.startswith("branch_copies.1.") for k in a) and any(
-        k.startswith("gate.") for k in a
+    ensemble = ("branch_copies.1.", "gate.")  # compared too, not only the student
+    runs = interrupted_then_resumed(
+        make, *tiny_data, tmp_path, after=1, same=("losses",), covers=ensemble, config=cfg
     )
-    different = [k for k in a if not torch.equal(a[k], b[k])]
-    assert not different, f"{different[:5]} differ after resume"
+    assert [h["epoch"] for h in runs.result.history] == [1, 2]
+    ramp = math.exp(-5 * 0.5**2)  # epoch 1
+    assert runs.resumed.kd_ramp == runs.full.kd_ramp == pytest.approx(ramp)
 
 
 def test_a_resnet_student_split_at_an_earlier_stage(batch):

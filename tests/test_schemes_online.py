@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from _resume import interrupted_then_resumed
 from torch import nn
 
 from kdtutor.cli import main
@@ -261,14 +262,6 @@ def test_every_peer_and_the_ensemble_are_scored(method, tiny_data):
 
 
 # -- resume ------------------------------------------------------------------------------------------
-def _interrupt_after(epoch):
-    def log(line):
-        if line.startswith(f"epoch {epoch:3d}"):
-            raise KeyboardInterrupt
-
-    return log
-
-
 @pytest.mark.parametrize(
     ("method", "hparams"),
     [("dml", {}), ("dml", {"update": "simultaneous"}), ("kdcl", {"augment": "crop_flip"})],
@@ -280,22 +273,12 @@ def test_a_two_epoch_run_resumes_bit_identically(method, hparams, tiny_data, tmp
         seed_everything(11)
         return build_distiller(method, build_model("cnn_tiny"), None, hparams)
 
-    full = make()
-    fit(full, tiny_data.train, tiny_data.test, config=cfg)
-    path = tmp_path / "run.pt"
-    with pytest.raises(KeyboardInterrupt):
-        fit(make(), tiny_data.train, tiny_data.test, config=cfg, checkpoint=path,
-            log=_interrupt_after(1))  # fmt: skip
-    saved = torch.load(path, weights_only=True)
+    runs = interrupted_then_resumed(
+        make, *tiny_data, tmp_path, after=1, covers=("others.0.",), config=cfg
+    )
     groups = ["peer1", "peer2"] if method == "dml" and not hparams else ["student"]
-    assert sorted(saved["optimizers"]) == groups
-    resumed = make()
-    result = fit(resumed, tiny_data.train, tiny_data.test, config=cfg, checkpoint=path, resume=path)
-    assert [h["epoch"] for h in result.history] == [1, 2]
-    a, b = full.trainable_state_dict(), resumed.trainable_state_dict()
-    assert set(a) == set(b) and any(k.startswith("others.0.") for k in a)
-    different = [k for k in a if not torch.equal(a[k], b[k])]
-    assert not different, f"{method}: {different[:5]} differ after resume"
+    assert sorted(runs.cut["optimizers"]) == groups
+    assert [h["epoch"] for h in runs.result.history] == [1, 2]
 
 
 # -- hyperparameters and bad input ----------------------------------------------------------------

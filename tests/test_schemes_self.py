@@ -10,6 +10,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from _resume import interrupted_then_resumed
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -205,14 +206,6 @@ def test_cskd_errors_name_the_problem_and_the_fix(tiny_data):
 
 
 # -- CS-KD: training and resume -----------------------------------------------------------------
-def _interrupt_after(epoch):
-    def log(line):
-        if line.startswith(f"epoch {epoch:3d}"):
-            raise KeyboardInterrupt
-
-    return log
-
-
 @pytest.mark.parametrize("pair_augment", [None, "crop_flip"])
 def test_cskd_resumes_bit_identically(tiny_data, tmp_path, pair_augment):
     cfg = {"epochs": 2, "batch_size": 50, "lr": 0.05, "seed": 2}
@@ -223,18 +216,11 @@ def test_cskd_resumes_bit_identically(tiny_data, tmp_path, pair_augment):
         seed_everything(11)
         return build_distiller("cskd", build_model("cnn_tiny"), pair_augment=pair_augment)
 
-    full = make()
-    history = fit(full, *tiny_data, config=cfg).history
+    runs = interrupted_then_resumed(
+        make, *tiny_data, tmp_path, after=1, same=("losses",), config=cfg
+    )
+    history = runs.full_result.history
     assert set(history[-1]["losses"]) == {"ce", "kd"} and history[-1]["losses"]["kd"] > 0
-    path = tmp_path / "run.pt"
-    with pytest.raises(KeyboardInterrupt):
-        fit(make(), *tiny_data, config=cfg, checkpoint=path, log=_interrupt_after(1))
-    resumed = make()
-    again = fit(resumed, *tiny_data, config=cfg, checkpoint=path, resume=path)
-    assert [h["losses"] for h in again.history] == [h["losses"] for h in history]
-    a, b = full.trainable_state_dict(), resumed.trainable_state_dict()
-    assert set(a) == set(b)
-    assert not [k for k in a if not torch.equal(a[k], b[k])]
 
 
 def test_cskd_trains_through_the_command_line(tmp_path):
