@@ -177,7 +177,7 @@ def scene_grid(
         panel_inches: Side of one panel in inches.
 
     Returns:
-        The figure: rows of five axes (titles on the first row, ``x (px)`` on the last,
+        A figure with rows of five axes (titles on the first row, ``x (px)`` on the last,
         ``y (px)`` on the first column), a legend of the classes and of the keypoints'
         visibility, and one depth colour bar on a common scale.
     """
