@@ -53,6 +53,9 @@ EXAMPLES = {
   kdtutor bench --suite architecture --preset smoke
   kdtutor bench --suite architecture --preset book --jobs 2          # capacity gap, TAKD, DeiT
   kdtutor bench --suite architecture --preset book --schemes vit_pilot_sgd,vit_pilot_adamw
+  kdtutor bench --suite algorithms --preset smoke --families quantized
+  kdtutor bench --suite algorithms --preset book --jobs 2            # chapter 6 (resumable)
+  kdtutor bench --suite algorithms --preset book --labels dafl,deepinversion --seeds 0
   KDTUTOR_DATA=~/datasets kdtutor bench --suite knowledge --preset repdistiller   # on a GPU""",
     "chain": """examples:
   kdtutor chain zoo:shapes_cnn_large cnn_medium cnn_wide_s2 --preset smoke
@@ -399,6 +402,11 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    if (args.families or args.labels) and args.suite != "algorithms":
+        raise KDTutorError(
+            "--families and --labels choose runs of --suite algorithms; other suites take "
+            "--schemes or --methods."
+        )
     if args.speed:
         return _bench_speed(args)
     if args.levers:
@@ -409,6 +417,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return _bench_schemes(args)
     if args.suite == "architecture":
         return _bench_architecture(args)
+    if args.suite == "algorithms":
+        return _bench_algorithms(args)
     return _bench_knowledge(args)
 
 
@@ -484,6 +494,53 @@ def _bench_schemes(args: argparse.Namespace) -> int:
         mean, std = mean_std([float(r["last_acc"]) for r in runs])
         flops = sum(float(r["total_flops"]) for r in runs) / len(runs) / 1e12
         print(f"{method:<24} {mean:>7.2f} ± {std:<4.2f} {flops:>13.2f} {len(runs):>5}")
+    return 0
+
+
+def _names(value: str | None) -> list[str] | None:
+    """A comma-separated option as a list of names (``None`` when not given)."""
+    if value is None:
+        return None
+    names = [v.strip() for v in value.split(",") if v.strip()]
+    if not names:
+        raise KDTutorError(f"give at least one name, comma-separated; got {value!r}.")
+    return names
+
+
+def _bench_algorithms(args: argparse.Namespace) -> int:
+    from .bench.algorithms import run_algorithms_suite
+    from .bench.stats import mean_std
+    from .train import parse_seeds
+
+    if args.preset not in ("smoke", "book"):
+        raise KDTutorError(f"--suite algorithms takes --preset smoke or book, not {args.preset!r}.")
+    given = [flag for flag, value in (("--methods", args.methods), ("--pairs", args.pairs),
+             ("--epochs", args.epochs), ("--tune", args.tune), ("--schemes", args.schemes),
+             ("--weights", args.weights != "published")) if value]  # fmt: skip
+    if given:
+        raise KDTutorError(
+            f"--suite algorithms runs each algorithm with its own data, teacher and schedule: "
+            f"choose runs with --families or --labels (kdtutor.bench.algorithms.ALGORITHMS), "
+            f"and drop {', '.join(given)}."
+        )
+    rows = run_algorithms_suite(
+        args.preset,
+        families=_names(args.families),
+        labels=_names(args.labels),
+        seeds=parse_seeds(args.seeds) if args.seeds else None,
+        out=args.out,
+        jobs=args.jobs,
+        command="kdtutor " + " ".join(sys.argv[1:]),
+    )
+    print(f"{'label/network':<26} {'pair':<32} {'last %':>14} {'TFLOPs':>8} {'seeds':>5}")
+    for method in dict.fromkeys(r["method"] for r in rows):
+        runs = [r for r in rows if r["method"] == method]
+        mean, std = mean_std([float(r["last_acc"]) for r in runs])
+        flops = sum(float(r["total_flops"]) for r in runs) / len(runs) / 1e12
+        print(
+            f"{method:<26} {runs[0]['pair']:<32} {mean:>7.2f} ± {std:<4.2f} {flops:>8.2f} "
+            f"{len(runs):>5}"
+        )
     return 0
 
 
@@ -959,11 +1016,12 @@ def build_parser() -> argparse.ArgumentParser:
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument(
         "--suite",
-        choices=["knowledge", "schemes", "architecture", "views"],
+        choices=["knowledge", "schemes", "architecture", "algorithms", "views"],
         help="knowledge: every method side by side; schemes: offline, online and "
         "self-distillation on one student, with their costs; architecture: capacity gap, "
-        "early-stopped KD, teacher assistants, the ViT student (chapter 5); views: accuracy "
-        "cost of cached augmented views",
+        "early-stopped KD, teacher assistants, the ViT student (chapter 5); algorithms: "
+        "adversarial, multi-teacher, cross-modal, graph, attention, data-free, quantized and "
+        "lifelong distillation (chapter 6); views: accuracy cost of cached augmented views",
     )
     what.add_argument(
         "--speed",
@@ -992,6 +1050,18 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="--suite schemes or architecture: comma-separated scheme labels (default: all; "
         "see kdtutor.bench.schemes.SCHEMES and kdtutor.bench.architecture.ARCHITECTURE)",
+    )
+    p.add_argument(
+        "--families",
+        default=None,
+        help="--suite algorithms: comma-separated families (default: all; see "
+        "kdtutor.bench.algorithms.FAMILIES), each with its references",
+    )
+    p.add_argument(
+        "--labels",
+        default=None,
+        help="--suite algorithms: comma-separated algorithm labels (see "
+        "kdtutor.bench.algorithms.ALGORITHMS)",
     )
     p.add_argument("--seeds", default=None, help="override the preset's seeds, e.g. 0,1,2")
     p.add_argument("--pairs", default=None, help="comma-separated pair labels (default: all)")
