@@ -58,14 +58,7 @@ from ._random import mix_seed
 from ._random import normals as _normals
 from ._random import uniforms as _uniforms
 from .shapes import CLASSES, _noise_pool, _sdf_pair
-from .tasks import (
-    DISK_CACHE_MIN,
-    SPLIT_STARTS,
-    TensorSplit,
-    cached_arrays,
-    check_count,
-    check_split,
-)
+from .tasks import TensorSplit, generated_split
 
 __all__ = [
     "ACTIONS",
@@ -517,19 +510,16 @@ def clips_dataset(
     Raises:
         ValueError: An unknown split or a size below 1.
     """
-    check_split(split)
     cfg = config if config is not None else ClipConfig()
-    n = CLIP_SIZES[split] if size is None else check_count(size, "size")
-    start = SPLIT_STARTS[split]
-    params = {"version": CLIP_GENERATOR_VERSION, "n": n, "start": start, "seed": seed,
-              "config": cfg.key()}  # fmt: skip
-    disk = n >= DISK_CACHE_MIN if cache is None else bool(cache)
 
-    def make() -> dict[str, np.ndarray]:
-        clips, labels = render_clips(np.arange(start, start + n), seed, cfg)
+    def render(indices: np.ndarray) -> dict[str, np.ndarray]:
+        clips, labels = render_clips(indices, seed, cfg)
         return {"clips": clips, "targets": labels}
 
-    arrays = cached_arrays("clips", params, make, disk)
+    arrays = generated_split(
+        "clips", split, size, CLIP_SIZES, seed=seed, version=CLIP_GENERATOR_VERSION,
+        config_key=cfg.key(), render=render, cache=cache,
+    )  # fmt: skip
     meta = {"version": CLIP_GENERATOR_VERSION, "seed": seed, "config": cfg.key()}
     return ClipsDataset(
         {

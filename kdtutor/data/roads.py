@@ -51,14 +51,7 @@ from torch import Tensor
 from ._random import mix_seed
 from ._random import uniforms as _uniforms
 from .shapes import _noise_pool
-from .tasks import (
-    DISK_CACHE_MIN,
-    SPLIT_STARTS,
-    TensorSplit,
-    cached_arrays,
-    check_count,
-    check_split,
-)
+from .tasks import TensorSplit, generated_split
 
 __all__ = [
     "LANE_SLOTS",
@@ -654,16 +647,11 @@ def roads_dataset(
     Raises:
         ValueError: An unknown split or a size below 1.
     """
-    check_split(split)
     cfg = config if config is not None else RoadConfig()
-    n = ROAD_SIZES[split] if size is None else check_count(size, "size")
-    start = SPLIT_STARTS[split]
-    params = {"version": ROAD_GENERATOR_VERSION, "n": n, "start": start, "seed": seed,
-              "config": cfg.key()}  # fmt: skip
-    disk = n >= DISK_CACHE_MIN if cache is None else bool(cache)
-    arrays = cached_arrays(
-        "roads", params, lambda: render_roads(np.arange(start, start + n), seed, cfg), disk
-    )
+    arrays = generated_split(
+        "roads", split, size, ROAD_SIZES, seed=seed, version=ROAD_GENERATOR_VERSION,
+        config_key=cfg.key(), render=lambda idx: render_roads(idx, seed, cfg), cache=cache,
+    )  # fmt: skip
     meta = {"version": ROAD_GENERATOR_VERSION, "seed": seed, "config": cfg.key()}
     return RoadsDataset(
         {

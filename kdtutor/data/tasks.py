@@ -106,6 +106,44 @@ def check_count(value: Any, what: str, minimum: int = 1) -> int:
     return int(value)
 
 
+def generated_split(
+    name: str,
+    split: str,
+    size: int | None,
+    sizes: Mapping[str, int],
+    *,
+    seed: int,
+    version: int,
+    config_key: Any,
+    render: Callable[[np.ndarray], dict[str, np.ndarray]],
+    cache: bool | None,
+) -> dict[str, np.ndarray]:
+    """The arrays of one split of a procedural generator, rendered once and cached.
+
+    Args:
+        name: Generator name (the cache's sub-folder).
+        split: ``"train"``, ``"val"`` or ``"test"``: its items are the indices from
+            ``SPLIT_STARTS[split]`` on.
+        size: Items in the split; ``sizes[split]`` when None.
+        sizes: Default size per split.
+        seed: The generator's seed.
+        version: The generator's version (a new version never reads an old cache).
+        config_key: JSON-serialisable key of the generator's configuration.
+        render: Renders the arrays of the given item indices.
+        cache: Keep the arrays on disk: True always, False never, None for at least
+            ``DISK_CACHE_MIN`` items.
+
+    Returns:
+        The arrays by name, as ``render`` returns them.
+    """
+    check_split(split)
+    n = sizes[split] if size is None else check_count(size, "size")
+    start = SPLIT_STARTS[split]
+    params = {"version": version, "n": n, "start": start, "seed": seed, "config": config_key}
+    disk = n >= DISK_CACHE_MIN if cache is None else bool(cache)
+    return cached_arrays(name, params, lambda: render(np.arange(start, start + n)), disk)
+
+
 def cached_arrays(
     name: str,
     params: Mapping[str, Any],
