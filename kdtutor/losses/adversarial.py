@@ -73,16 +73,20 @@ def gan_g_loss(d_fake: Tensor) -> Tensor:
     return F.binary_cross_entropy_with_logits(d_fake, d_fake.new_ones(d_fake.shape))
 
 
-def conditioned_input(logits: Tensor, y: Tensor | None = None) -> Tensor:
+def conditioned_input(
+    logits: Tensor, y: Tensor | None = None, num_classes: int | None = None
+) -> Tensor:
     r"""What the discriminator reads: the logits, or :math:`[z ; \mathrm{onehot}(y)]` when
     labels are given (the conditional form of Xu, Hsu, Huang, 2018).
 
     Args:
-        logits: ``(B, K)``.
+        logits: ``(B, K)``, or any ``(B, D)`` vector the discriminator reads (an embedding).
         y: the labels ``(B,)`` (int64, in ``[0, K)``), or ``None`` for the unconditional form.
+        num_classes: the length ``K`` of the one-hot label; default: the width of ``logits``
+            (right for logits; give it when ``logits`` is an embedding).
 
     Returns:
-        ``(B, K)``, or ``(B, 2K)`` with the labels.
+        ``(B, K)``, or ``(B, 2K)`` with the labels (``(B, D + K)`` for a ``(B, D)`` input).
     """
     if logits.dim() != 2:
         raise ShapeMismatchError(
@@ -95,5 +99,6 @@ def conditioned_input(logits: Tensor, y: Tensor | None = None) -> Tensor:
             f"conditioned_input: {tuple(y.shape)} labels for {logits.shape[0]} rows of logits; "
             "pass one class index per row."
         )
-    onehot = F.one_hot(y.long(), logits.shape[1]).to(logits.dtype)
+    classes = logits.shape[1] if num_classes is None else int(num_classes)
+    onehot = F.one_hot(y.long(), classes).to(logits.dtype)
     return torch.cat([logits, onehot], dim=1)
