@@ -136,10 +136,26 @@ def dataset_fingerprint(dataset: _Dataset) -> str:
     digest = hashlib.sha256(f"{type(dataset).__qualname__}|{len(dataset)}".encode())
     for i in range(len(dataset)):
         for part in dataset[i]:
-            t = torch.as_tensor(part).detach().cpu().contiguous()
-            digest.update(f"{tuple(t.shape)}|{t.dtype}".encode())
-            digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+            _digest_part(digest, part)
     return digest.hexdigest()
+
+
+def _digest_part(digest: Any, part: Any) -> None:
+    """Feed one input or target to ``digest``: a tensor or number by shape, dtype and bytes; a
+    dict (a detection target) by its sorted keys, a list or tuple item by item."""
+    if isinstance(part, dict):
+        for key in sorted(part):
+            digest.update(f"{key}:".encode())
+            _digest_part(digest, part[key])
+        return
+    if isinstance(part, list | tuple) and not all(isinstance(v, int | float) for v in part):
+        digest.update(f"[{len(part)}]".encode())
+        for item in part:
+            _digest_part(digest, item)
+        return
+    t = torch.as_tensor(part).detach().cpu().contiguous()
+    digest.update(f"{tuple(t.shape)}|{t.dtype}".encode())
+    digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
 
 
 def _inputs(dataset: _Dataset, index: Tensor) -> Tensor:

@@ -289,7 +289,7 @@ def cmd_zoo(args: argparse.Namespace) -> int:
             f"{'paper %':>7} {'train s':>8}  {'status':<11}  folder"
         )
         for name in zoo.list_teachers():
-            recipe = zoo.RECIPES.get(name)
+            recipe = zoo.all_recipes().get(name)
             # shipped teachers in data/zoo, CIFAR-100 ones in $KDTUTOR_DATA/teachers (None: unset)
             folder = trained.get(name) or (zoo.recipe_dir(recipe) if recipe else None)
             entry = zoo.read_manifest(folder).get(name, {}) if folder is not None else {}
@@ -297,7 +297,7 @@ def cmd_zoo(args: argparse.Namespace) -> int:
             dataset = entry.get("dataset") or (recipe.dataset if recipe else "?")
             status = "not trained"
             if entry and folder is not None and (folder / entry["file"]).exists():
-                status = "shipped" if folder == zoo.zoo_dir() else "trained"
+                status = "shipped" if folder.is_relative_to(zoo.zoo_dir()) else "trained"
             where = str(folder) if folder is not None else zoo.describe_dir(recipe)
             acc = f"{entry['test_acc']:.2f}" if entry else "-"
             paper = f"{recipe.published_acc:.2f}" if recipe and recipe.published_acc else "-"

@@ -10,13 +10,22 @@ pairs) are too big to ship (the repository allows 30 MB of weights in all): they
 on demand (``KDTUTOR_DATA=... kdtutor zoo train cifar100_resnet56``, on a GPU) and stored, in
 the same format and with their own ``manifest.json``, in ``$KDTUTOR_DATA/teachers/``, next to
 the data they were trained on and never inside the repository.
+
+More recipes live in the modules of :mod:`kdtutor.zoo_recipes` (each a ``RECIPES`` dict), found
+by name when the zoo's own :data:`RECIPES` lacks one. A recipe there names a ``folder`` of the
+zoo with its own ``manifest.json``, so adding or retraining such a teacher changes no file an
+older notebook read; a recipe for a task other than classification names a ``provider``
+module that builds its model and loads its data (see :class:`ZooRecipe`).
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import functools
+import importlib
 import json
 import os
+import pkgutil
 import platform
 import time
 from collections.abc import Callable
@@ -47,7 +56,15 @@ class MissingWeightsError(ZooError, DataNotFoundError):
 
 @dataclass(frozen=True)
 class ZooRecipe:
-    """How a zoo teacher is trained: model, data and the :class:`~kdtutor.train.TrainConfig` fields."""
+    """How a zoo teacher is trained: model, data and the :class:`~kdtutor.train.TrainConfig` fields.
+
+    ``task`` names a :mod:`kdtutor.tasks` task (what the teacher is trained and scored for).
+    ``folder`` is a subfolder of the zoo with its own ``manifest.json`` ("": the zoo's own).
+    ``provider`` names a module whose functions replace the zoo's classification defaults
+    where it defines them: ``build(recipe) -> nn.Module``, ``datasets(recipe) -> (train,
+    test)`` and ``trained_on(recipe) -> TrainedOn`` ("": none, the recipe is built with
+    :func:`~kdtutor.models.build_model` on a dataset of :func:`~kdtutor.data.load_dataset`).
+    """
 
     name: str
     model: str
@@ -58,6 +75,9 @@ class ZooRecipe:
     seed: int = 0
     published_acc: float | None = None
     """Top-1 % the same teacher reached in its paper's runs, for comparison (None: no such number)."""
+    task: str = "classification"
+    folder: str = ""
+    provider: str = ""
 
 
 REPDISTILLER_PROTOCOL_EPOCHS = 240
@@ -147,6 +167,29 @@ RECIPES: dict[str, ZooRecipe] = {
 }
 
 
+RECIPE_PACKAGE = "kdtutor.zoo_recipes"
+"""The package whose modules each define a ``RECIPES`` dict of further zoo recipes."""
+
+
+@functools.cache
+def more_recipes() -> dict[str, ZooRecipe]:
+    """The recipes of every module of :data:`RECIPE_PACKAGE`, by name (imported on first use)."""
+    package = importlib.import_module(RECIPE_PACKAGE)
+    found: dict[str, ZooRecipe] = {}
+    for module in sorted(m.name for m in pkgutil.iter_modules(package.__path__)):
+        recipes = getattr(importlib.import_module(f"{RECIPE_PACKAGE}.{module}"), "RECIPES", {})
+        for name, recipe in recipes.items():
+            if name in found or name in RECIPES:
+                raise ZooError(f"zoo recipe {name!r} is defined twice ({RECIPE_PACKAGE}.{module}).")
+            found[name] = recipe
+    return found
+
+
+def all_recipes() -> dict[str, ZooRecipe]:
+    """The zoo's :data:`RECIPES` and :func:`more_recipes`, by name."""
+    return {**more_recipes(), **RECIPES}
+
+
 def zoo_dir() -> Path:
     """``$KDTUTOR_ZOO`` if set, else the package data ``kdtutor/zoo_data``: the shipped teachers."""
     env = os.environ.get("KDTUTOR_ZOO")
@@ -157,7 +200,7 @@ def zoo_dir() -> Path:
 
 def _writable_folder(folder: Path, name: str) -> Path:
     """``folder`` unless it is the shipped zoo of an installed package, which is never written."""
-    if folder == shipped_zoo_dir() and source_checkout() is None:
+    if folder.is_relative_to(shipped_zoo_dir()) and source_checkout() is None:
         raise ZooError(
             f"cannot retrain {name!r} into the installed package ({folder}). Set KDTUTOR_ZOO to "
             "a folder of your own (e.g. KDTUTOR_ZOO=~/kdtutor-zoo) and train it there."
@@ -182,15 +225,20 @@ def is_external(recipe: ZooRecipe) -> bool:
     """True for recipes whose dataset is read from ``$KDTUTOR_DATA`` (weights stored there)."""
     from .data import dataset_info
 
+    if recipe.provider:  # a provider's data is generated offline
+        return False
     return not dataset_info(recipe.dataset).offline
 
 
 def recipe_dir(recipe: ZooRecipe | str) -> Path | None:
-    """The folder of a teacher's weights and manifest: :func:`zoo_dir` for teachers of offline
-    datasets, :func:`external_dir` (None when KDTUTOR_DATA is unset) for the others."""
+    """The folder of a teacher's weights and manifest: :func:`zoo_dir` (or its ``folder``) for
+    teachers of offline datasets, :func:`external_dir` (None when KDTUTOR_DATA is unset) for
+    the others."""
     if isinstance(recipe, str):
         recipe = get_recipe(recipe)
-    return external_dir() if is_external(recipe) else zoo_dir()
+    if is_external(recipe):
+        return external_dir()
+    return zoo_dir() / recipe.folder if recipe.folder else zoo_dir()
 
 
 def describe_dir(recipe: ZooRecipe | str) -> str:
@@ -225,9 +273,12 @@ def read_manifest(folder: Path | None = None) -> dict[str, dict[str, Any]]:
 
 
 def trained_teachers() -> dict[str, Path]:
-    """Every teacher listed in a manifest: the shipped zoo's, then ``$KDTUTOR_DATA/teachers``'s
-    (when KDTUTOR_DATA is set), mapped to its folder."""
+    """Every teacher listed in a manifest: the shipped zoo's, its subfolders', then
+    ``$KDTUTOR_DATA/teachers``'s (when KDTUTOR_DATA is set), mapped to its folder."""
     found = dict.fromkeys(read_manifest(), zoo_dir())
+    for folder in sorted({r.folder for r in more_recipes().values() if r.folder}):
+        for name in read_manifest(zoo_dir() / folder):
+            found.setdefault(name, zoo_dir() / folder)
     external = external_dir()
     if external is not None:
         for name in read_manifest(external):
@@ -237,7 +288,7 @@ def trained_teachers() -> dict[str, Path]:
 
 def list_teachers() -> list[str]:
     """Names of every zoo teacher (shipped, trained or trainable)."""
-    return sorted(set(RECIPES) | set(trained_teachers()))
+    return sorted(set(all_recipes()) | set(trained_teachers()))
 
 
 def scaled_milestones(
@@ -250,19 +301,34 @@ def scaled_milestones(
 
 
 def get_recipe(name: str) -> ZooRecipe:
+    """The recipe of zoo teacher ``name`` (a ``zoo:`` prefix is dropped), looked up in
+    :data:`RECIPES`, then in :func:`more_recipes`."""
     name = name.removeprefix("zoo:")
-    try:
+    if name in RECIPES:
         return RECIPES[name]
+    recipes = all_recipes()
+    try:
+        return recipes[name]
     except KeyError:
         raise unknown_name(
-            "zoo teacher", name, RECIPES, hint="`kdtutor zoo list` lists them."
+            "zoo teacher", name, recipes, hint="`kdtutor zoo list` lists them."
         ) from None
+
+
+def _provided(recipe: ZooRecipe, function: str) -> Callable[..., Any] | None:
+    """``function`` of the recipe's provider module, None when it has none (or no provider)."""
+    if not recipe.provider:
+        return None
+    return getattr(importlib.import_module(recipe.provider), function, None)
 
 
 def _build(recipe: ZooRecipe) -> nn.Module:
     from .data import dataset_info
     from .models import build_model
 
+    build = _provided(recipe, "build")
+    if build is not None:
+        return build(recipe)
     info = dataset_info(recipe.dataset)
     return build_model(
         recipe.model,
@@ -333,6 +399,9 @@ def trained_on(name: str) -> TrainedOn:
     from .models.trained_on import TrainedOn
 
     recipe = get_recipe(name)
+    provided = _provided(recipe, "trained_on")
+    if provided is not None:
+        return provided(recipe)
     folder = recipe_dir(recipe)
     entry = read_manifest(folder).get(recipe.name, {}) if folder is not None else {}
     info = dataset_info(entry.get("dataset", recipe.dataset))
@@ -367,7 +436,8 @@ def train_teacher(
 
     ``overrides`` change :class:`~kdtutor.train.TrainConfig` fields (e.g. ``epochs=1`` to try it).
     Returns the new manifest entry (an empty dict on the other processes of a ``torchrun``
-    launch, where rank 0 alone writes).
+    launch, where rank 0 alone writes). Its ``test_acc`` is the task's primary score, named by
+    its ``metric`` (accuracy in percent for classification).
     """
     from . import distributed
     from .data import load_dataset
@@ -376,13 +446,19 @@ def train_teacher(
 
     recipe = get_recipe(name)
     # the data first: a missing dataset fails here, before anything is built or written
-    train = load_dataset(recipe.dataset, "train")
-    test = load_dataset(recipe.dataset, "test")
+    datasets = _provided(recipe, "datasets")
+    if datasets is not None:
+        train, test = datasets(recipe)
+    else:
+        train = load_dataset(recipe.dataset, "train")
+        test = load_dataset(recipe.dataset, "test")
     folder = recipe_dir(recipe)
     if folder is None:  # not reached in practice: the dataset came from $KDTUTOR_DATA
         raise MissingWeightsError(f"set KDTUTOR_DATA to store {recipe.name!r}.")
     folder = _writable_folder(folder, recipe.name)
     config = {**recipe.train, **overrides, "seed": recipe.seed}
+    if recipe.task != "classification":
+        config["task"] = recipe.task
     if "epochs" in overrides and "milestones" not in overrides and config.get("milestones"):
         config["milestones"] = scaled_milestones(
             config["milestones"], config["epochs"], recipe.train["epochs"]
@@ -405,7 +481,7 @@ def train_teacher(
         {"format": WEIGHTS_FORMAT, "name": recipe.name, "model": recipe.model, "state_dict": state},
         path,
     )
-    fp16_acc = evaluate(_load_weights(recipe, path), test)
+    fp16_acc = evaluate(_load_weights(recipe, path), test, task=recipe.task)
     entry = {
         "file": path.name,
         "sha256": sha256_file(path),
@@ -415,6 +491,8 @@ def train_teacher(
         "params": sum(p.numel() for p in model.parameters()),
         "recipe": asdict(recipe),
         "train_config": config,
+        "task": recipe.task,
+        "metric": result.metric,
         "test_acc": round(result.last_acc, 2),
         "test_acc_fp16": round(fp16_acc, 2),
         "best_acc": round(result.best_acc, 2),

@@ -282,9 +282,13 @@ def test_qkd_phases_switch_losses_and_only_co_studying_trains_the_teacher(tiny_d
     assert d.teacher_cache is None  # never cached: the teacher changes
 
 
+@pytest.mark.filterwarnings("error:Detected call of `lr_scheduler.step")
 def test_qkd_without_co_studying_never_changes_its_teacher(tiny_data, tiny_pair):
+    """Its teacher's group never steps: its schedule still follows the epochs, and torch's
+    warning about a schedule stepped before its optimizer is not raised."""
     d = make_qkd(tiny_pair, co_study_epochs=0)
-    fit(d, tiny_data.train, None, epochs=2, batch_size=100)
+    result = fit(d, tiny_data.train, None, epochs=2, batch_size=100)
+    assert result.history[1]["lr"] < result.history[0]["lr"]  # the cosine schedule moved
     state = tiny_pair.teacher.state_dict()
     for key, value in d.co_teacher.state_dict().items():
         assert torch.equal(value, state[key]), key

@@ -16,6 +16,7 @@ from _resume import interrupted_then_resumed
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from kdtutor.cache import TeacherOutputs
 from kdtutor.config import ConfigError
 from kdtutor.data import Batch, load_dataset
 from kdtutor.data.scenes import ScenesDataset
@@ -304,6 +305,41 @@ def test_a_detection_run_goes_through_fit_with_torchmetrics_map():
             x, target = test[i]
             metric.update(d.student([x]), [target])
     assert 100.0 * float(metric.compute()["map_50"]) == pytest.approx(scores["map_50"], abs=1e-6)
+
+
+class DetectorHeadKD(DetectorAlone):
+    """A detection distiller that caches tensors (the teacher's pooled backbone features in
+    place of its lists of boxes), as a detection KD method caches its head outputs."""
+
+    name = "detector_head_demo"
+    requires_teacher = True
+    tensor_teacher_outputs = True
+
+    def compute_teacher_outputs(self, x):
+        self.teacher_forward_calls += 1
+        with torch.no_grad():
+            pooled = self.teacher.backbone(x).mean(dim=(2, 3))
+        return TeacherOutputs(pooled)
+
+    def forward(self, x, y, index=None):
+        pooled = self.teacher_outputs(x, index).logits
+        student = self.student.backbone(x).mean(dim=(2, 3))
+        losses = self.student(list(x), y)
+        losses["hint"] = F.mse_loss(student, pooled)
+        return None, losses
+
+
+def test_a_distiller_of_tensor_teacher_outputs_is_cached_on_detection():
+    torch.manual_seed(0)
+    train = ScenesDataset(32, seed=0)
+    d = DetectorHeadKD(tiny_detector(), tiny_detector())
+    fit(d, train, None, epochs=2, batch_size=16, lr=0.01, cache=True)
+    cached_calls = d.teacher_forward_calls
+    d = DetectorHeadKD(tiny_detector(), tiny_detector())
+    fit(d, train, None, epochs=2, batch_size=16, lr=0.01, cache=False)
+    assert d.teacher_forward_calls == 2 * len(train) // 16  # every step of both epochs
+    # cached: one pass over the training set fills the cache, no step runs the teacher
+    assert 1 <= cached_calls <= len(train) // 16
 
 
 class PixelNet(nn.Module):

@@ -347,3 +347,67 @@ def test_keypoints_run_through_evaluation_with_dict_targets():
     wrong = {"keypoints": points[:2], "weight": torch.ones(2, 4), "scale": torch.full((2,), 8.0)}
     with pytest.raises(ShapeMismatchError, match="one heatmap per slot"):
         feed(Keypoints(), [(gaussian_maps(points[:2, :3]), wrong)])
+
+
+# --- the training loop on dict targets --------------------------------------------------------
+class _KeypointSamples(torch.utils.data.Dataset):
+    """Heatmaps as inputs, keypoints targets as a dict of four tensors."""
+
+    def __init__(self, n: int, seed: int = 5):
+        gen = torch.Generator().manual_seed(seed)
+        self.points = 2.0 + 12.0 * torch.rand(n, 4, 2, generator=gen)
+        self.maps = gaussian_maps(self.points)
+
+    def __len__(self):
+        return len(self.points)
+
+    def __getitem__(self, i):
+        target = {
+            "heatmaps": self.maps[i],
+            "keypoints": self.points[i],
+            "weight": torch.ones(4, 1),
+            "scale": torch.tensor(8.0),
+        }
+        return self.maps[i], target
+
+
+def test_fit_weighs_dict_target_batches_by_their_samples_and_prints_the_task_unit():
+    """7 samples in batches of 3, 3, 1 and a frozen net (lr 1e-12): the epoch's loss is the mean
+    over samples of each sample's loss, computed here one sample at a time. Weighing by
+    ``len`` of the dict (4 keys) would give the mean of the three batch means instead."""
+    from kdtutor.methods import Distiller
+    from kdtutor.train import fit
+
+    class HeatmapMSE(Distiller):
+        name = "heatmap_mse_demo"
+        requires_teacher = False
+
+        def forward(self, x, y, index=None):
+            out = self.student(x)
+            return out, {"mse": ((out - y["heatmaps"]) ** 2).mean()}
+
+    torch.manual_seed(0)
+    net = nn.Conv2d(4, 4, 3, padding=1)
+    data = _KeypointSamples(7)
+    lines: list[str] = []
+    result = fit(
+        HeatmapMSE(net), data, data, task="keypoints", epochs=1, batch_size=3, lr=1e-12,
+        momentum=0.0, weight_decay=0.0, log=lines.append,
+    )  # fmt: skip
+    with torch.no_grad():
+        per_sample = [float(((net(x[None]) - y["heatmaps"][None]) ** 2).mean()) for x, y in data]
+    assert result.history[0]["loss"] == pytest.approx(np.mean(per_sample), rel=1e-5)
+    batch_means = [np.mean(per_sample[i : i + 3]) for i in (0, 3, 6)]
+    assert abs(np.mean(batch_means) - np.mean(per_sample)) > 1e-4  # the weighting matters
+    epoch_line = next(line for line in lines if line.startswith("epoch"))
+    assert f"test {result.last_acc:.2f}%" in epoch_line
+
+
+def test_the_epoch_line_prints_each_task_in_its_unit():
+    from kdtutor.tasks.depth import Depth
+    from kdtutor.tasks.superres import SuperResolution
+
+    assert Depth().format_score(0.11549) == "0.115"
+    assert SuperResolution().format_score(24.104) == "24.10 dB"
+    assert get_task("classification").format_score(93.254) == "93.25%"
+    assert get_task("regression").format_score(30.0) == "30.00 dB"

@@ -10,12 +10,22 @@
 * :mod:`~kdtutor.analysis.relation`: how far a student's relations (SP, RKD distance and
   angle) are from its teacher's;
 * :mod:`~kdtutor.analysis.runs`: the losses of every training step, and loss curves averaged
-  over seeds.
+  over seeds;
+* :mod:`~kdtutor.analysis.scenes`: a scene with its boxes, masks, keypoints and depth, and a
+  grid of scenes (the data of chapter 8);
+* :mod:`~kdtutor.analysis.applications`: grids of faces, clips, roads with their lanes, and
+  super-resolution pairs (the data of chapter 8).
 
-Every name is importable from ``kdtutor.analysis``. These are what a second chapter, the
+Every name is importable from ``kdtutor.analysis``; the drawing modules of chapter 8 (and
+matplotlib with them) are imported on first use of one of their names. These are what a second chapter, the
 coursework or a user needs; the experiment a chapter teaches is written in that chapter
 (CONTRIBUTING.md, "Where chapter code goes").
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 from ..train import predict_logits
 from .bias import errors_by_class, final_linear, shift_class_bias
@@ -32,6 +42,19 @@ from .relation import GAP_NAMES, relation_gaps
 from .response import DIAGNOSTICS, response_diagnostics
 from .runs import StepLosses, mean_loss_curves
 
+_LAZY: dict[str, str] = {
+    **dict.fromkeys(("draw_scene", "scene_grid"), "scenes"),
+    **dict.fromkeys(("clip_grid", "face_grid", "road_grid", "sr_grid"), "applications"),
+}
+"""Names exported from a module imported on first use: ``name -> module``."""
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
     "DIAGNOSTICS",
     "GAP_NAMES",
@@ -39,8 +62,11 @@ __all__ = [
     "attention_distance",
     "attention_maps",
     "class_similarity_matrix",
+    "clip_grid",
+    "draw_scene",
     "entropy",
     "errors_by_class",
+    "face_grid",
     "final_linear",
     "kd_gradient_norms",
     "mean_entropy_by_temperature",
@@ -49,6 +75,9 @@ __all__ = [
     "predict_logits",
     "relation_gaps",
     "response_diagnostics",
+    "road_grid",
+    "scene_grid",
     "shift_class_bias",
     "soft_targets",
+    "sr_grid",
 ]

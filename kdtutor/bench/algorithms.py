@@ -26,7 +26,7 @@ the pair (``cnn_large->cnn_wide_s2``, ``geometry:cnn_large->cnn_wide_s2``,
 column is the chapter's family (:data:`FAMILIES`), ``reference`` for the copied rows.
 
 Entries that need zoo teachers not trained yet (``shapes_resnet14``, ``shapes_vit_p8``: the
-design note's section 1.4) or a method option not implemented are *pending*
+design note's section 1.4, recipes in :mod:`kdtutor.zoo_recipes.shapes`) are *pending*
 (:func:`pending_reason`): the suite skips them, and refuses them by name with the reason and
 the command that would make them runnable. They run as soon as the teachers are in the zoo.
 
@@ -228,11 +228,6 @@ def _adv_grid() -> tuple[Algorithm, ...]:
     )
 
 
-_NO_FEATURES = (
-    "the registered adversarial method has no target='features' (a discriminator on the "
-    "teacher's and the student's pooled embeddings through a connector, design note 2.1): it "
-    "discriminates logits only; add the option to kdtutor/methods/adversarial.py"
-)
 _DAFL_MNIST = {"gen_width": 16, "steps": 10}
 _ALONE_CE = {"ce_weight": 1.0, "kd_weight": 0.0}
 
@@ -249,7 +244,7 @@ ALGORITHMS: tuple[Algorithm, ...] = (
     Algorithm("adv_logits", "adversarial", "plain", "adversarial", teacher="zoo",
               tuned_by="adv_tune", units=1.3),
     Algorithm("adv_features", "adversarial", "plain", "adversarial", {"target": "features"},
-              teacher="zoo", tuned_by="adv_tune", pending=_NO_FEATURES, units=1.3),
+              teacher="zoo", tuned_by="adv_tune", units=1.3),
     # multi-teacher: KD from each new teacher alone, then the three combinations
     Algorithm("kd_resnet14", "multi_teacher", "plain", "kd", teacher="zoo:shapes_resnet14",
               units=1.0),
@@ -316,14 +311,15 @@ run, each family's baselines first:
   copied from ``knowledge_<preset>.csv`` and ``knowledge_mnist5k.csv``;
 * ``adversarial``: the grid ``adv_tune_x0.01`` ... ``adv_tune_x10`` (the weight 0.1 times
   :data:`~kdtutor.bench.tuning.FACTORS`, seed 0, validation images), then ``adv_logits`` at
-  the grid's best weight (and ``adv_features``, pending);
+  the grid's best weight, and ``adv_features`` (the discriminator on pooled embeddings);
 * ``multi_teacher``: KD from ``shapes_resnet14`` and from ``shapes_vit_p8`` alone, then the
-  three teachers' averaged targets, EBKD and CA-MKD weights (pending: the two teachers);
+  three teachers' averaged targets, EBKD and CA-MKD weights (pending until the two teachers
+  are trained);
 * ``cross_modal``: the geometry student alone on all labels (``geo_full``, the ceiling) and
   on 1,000 (``geo_few``, same steps), then logit and feature (Gupta's) transfer, each
   followed by that fine-tuning;
 * ``graph``: MHGD (IRG is a reference); ``attention``: the ViT student alone, with KD and
-  with attention KD from ``shapes_vit_p8`` (pending: the teacher);
+  with attention KD from ``shapes_vit_p8`` (pending until it is trained);
 * ``data_free``: KD on Gaussian noise, DAFL and DeepInversion on shapes and on mnist5k;
 * ``quantized``: PTQ at 8 and 4 bits, QAT alone and with KD at 8 and 4 bits, QKD at 4;
 * ``lifelong``: fine-tuning, LwF and iCaRL over the 5 tasks of :data:`TASKS`."""
@@ -504,15 +500,16 @@ def pending_reason(algorithm: Algorithm) -> str:
     them. Entries pending only on the zoo become runnable once the teachers are trained."""
     if algorithm.pending:
         return algorithm.pending
-    from ..zoo import RECIPES, trained_teachers
+    from ..zoo import all_recipes, trained_teachers
 
     trained = trained_teachers()
+    recipes = all_recipes()
     missing = []
     for name in dict.fromkeys(_zoo_teachers(algorithm)):
-        if name not in RECIPES:
+        if name not in recipes:
             missing.append(
-                f"{name} has no zoo recipe yet (add it to kdtutor/zoo.py as the design note's "
-                f"section 1.4 describes, then `kdtutor zoo train {name}`)"
+                f"{name} has no zoo recipe (add one to a module of kdtutor/zoo_recipes/, "
+                f"then `kdtutor zoo train {name}`)"
             )
         elif name not in trained:
             missing.append(f"{name} is not trained (`kdtutor zoo train {name}`)")

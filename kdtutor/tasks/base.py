@@ -36,6 +36,8 @@ class Task:
         primary: the metric a run is judged by (best/last epoch).
         short: the history key stem (``test_<short>``: ``test_acc`` for classification).
         higher_is_better: direction of the primary metric.
+        unit: what follows the primary score when printed (``"%"``, ``" dB"``, ``""``).
+        decimals: digits after the point when the primary score is printed.
         uncacheable: why teacher outputs cannot be cached for this task ("" if they can).
     """
 
@@ -43,6 +45,8 @@ class Task:
     primary: ClassVar[str] = ""
     short: ClassVar[str] = ""
     higher_is_better: ClassVar[bool] = True
+    unit: ClassVar[str] = "%"
+    decimals: ClassVar[int] = 2
     metric_names: ClassVar[tuple[str, ...]] = ()
     uncacheable: ClassVar[str] = ""
     """Why a teacher's outputs on this task cannot be cached ("" when they can)."""
@@ -50,6 +54,11 @@ class Task:
     def collate(self, samples: Sequence[tuple[Any, Any]]) -> tuple[Any, Any]:
         """Stack a list of ``(input, target)`` samples into one batch (torch's default)."""
         return default_collate(list(samples))
+
+    def format_score(self, value: float) -> str:
+        """The primary score as the epoch line prints it: ``"93.25%"``, ``"24.10 dB"``,
+        ``"0.115"``."""
+        return f"{value:.{self.decimals}f}{self.unit}"
 
     def batch_size(self, y: Any) -> int:
         """How many samples a batch of targets ``y`` holds."""

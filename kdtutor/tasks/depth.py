@@ -118,6 +118,8 @@ class Depth(Task):
     primary = "absrel"
     short = "absrel"
     higher_is_better = False
+    unit = ""
+    decimals = 3
     metric_names = ("absrel", "rmse", "delta1")
 
     def metrics(self) -> dict[str, Any]:

@@ -36,9 +36,20 @@ class Detection(Task):
         return (torch.stack(images) if same else images), [s[1] for s in samples]
 
     def metrics(self) -> dict[str, Any]:
+        from pycocotools.cocoeval import Params
         from torchmetrics.detection import MeanAveragePrecision
 
-        return {"map": MeanAveragePrecision(box_format="xyxy", backend="pycocotools")}
+        # COCO's own thresholds: torchmetrics' defaults are float32 linspaces, which COCOeval
+        # compares against its float64 ones and then misses (tests/test_detection_cocoeval.py)
+        coco = Params(iouType="bbox")
+        return {
+            "map": MeanAveragePrecision(
+                box_format="xyxy",
+                backend="pycocotools",
+                iou_thresholds=coco.iouThrs.tolist(),
+                rec_thresholds=coco.recThrs.tolist(),
+            )
+        }
 
     def update(self, metrics: dict[str, Any], outputs: Any, y: Any) -> None:
         preds = [{k: v.detach().cpu() for k, v in o.items()} for o in outputs]

@@ -18,6 +18,7 @@ class Regression(Task):
 
     name = "regression"
     primary = "psnr"
+    unit = " dB"
     short = "psnr"
     metric_names = ("psnr", "ssim", "mse")
 

@@ -86,6 +86,7 @@ class SuperResolution(Task):
 
     name = "superres"
     primary = "psnr_y"
+    unit = " dB"
     short = "psnr_y"
     metric_names = ("psnr_y", "ssim_y", "psnr")
 

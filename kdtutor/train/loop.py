@@ -17,6 +17,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -192,8 +193,12 @@ def _train_loader(
     )
 
 
-def _cache_unavailable(train_data: Any, task: Task) -> str | None:
-    """Why teacher outputs cannot be cached for this training data and task, or None."""
+def _cache_unavailable(train_data: Any, task: Task, distiller: Distiller) -> str | None:
+    """Why teacher outputs cannot be cached for this training data and task, or None.
+
+    A distiller whose ``compute_teacher_outputs`` returns tensors on a task whose own outputs
+    are not (a detector's head outputs rather than its lists of boxes) says so with a class
+    attribute ``tensor_teacher_outputs = True``, and is cached whatever the task."""
     if train_data is None:
         return "a data-free distiller synthesises new inputs every step"
     if isinstance(train_data, DataLoader):
@@ -201,6 +206,8 @@ def _cache_unavailable(train_data: Any, task: Task) -> str | None:
             "a DataLoader does not say which sample each row of a batch is; give fit the "
             "Dataset itself (or an ArrayDataset) to cache"
         )
+    if getattr(distiller, "tensor_teacher_outputs", False):
+        return None
     return task.uncacheable or None
 
 
@@ -218,7 +225,7 @@ def _open_cache(
     distiller.teacher_cache = None
     if distiller.teacher is None or options.mode is False:
         return None
-    reason = _cache_unavailable(train_data, task)
+    reason = _cache_unavailable(train_data, task, distiller)
     if reason is not None:
         if options.mode is True:
             raise CacheRefusedError(f"teacher-output cache refused: {reason}.")
@@ -263,8 +270,21 @@ def _to_device(batch: Batch, device: torch.device, channels_last: bool) -> Batch
     return batch._replace(x=x, y=move_to(batch.y, device, non_blocking=True))
 
 
-def _batch_len(batch: Batch) -> int:
-    return len(batch.y) if batch.y is not None else len(batch.x)
+def _batch_len(batch: Batch, task: Task) -> int:
+    """Samples in ``batch``: the task counts its targets (a dict of tensors, a list of boxes)."""
+    return task.batch_size(batch.y) if batch.y is not None else len(batch.x)
+
+
+def _step_schedule(scheduler: Any) -> None:
+    """Advance one epoch of a group's schedule. A group that took no step this epoch (QKD's
+    teacher before co-studying) still follows the epochs, so torch's warning that the
+    optimizer has not stepped yet is expected there and silenced; the rate is unchanged."""
+    if getattr(scheduler.optimizer, "_opt_called", False):
+        scheduler.step()
+        return
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
+        scheduler.step()
 
 
 # --------------------------------------------------------------------------------------------
@@ -397,7 +417,7 @@ def fit(
             )
             for batch in bar:
                 batch = _to_device(batch, device, rt.channels_last)
-                n = _batch_len(batch)
+                n = _batch_len(batch, task)
                 if batch.global_size is not None:  # DDP averages: weigh by the share of the batch
                     steps.batch_share = n * ctx.world_size / batch.global_size
                 with _autocast(rt, device):
@@ -413,7 +433,7 @@ def fit(
                 seen += n
             _check_finite_weights(distiller, epoch, lr)
             for scheduler in schedulers.values():
-                scheduler.step()
+                _step_schedule(scheduler)
             names = list(sums)
             *totals, hits, scored, seen = distributed.all_reduce_sum(
                 [*sums.values(), hits, scored, seen], ctx
@@ -512,13 +532,12 @@ def _test_record(
 
 def _epoch_line(record: dict[str, Any], task: Task) -> str:
     losses = " ".join(f"{k} {v:.4f}" for k, v in record["losses"].items())
-    unit = "" if task.primary == "psnr" else "%"
     train = record.get(f"train_{task.short}")
     test = record.get(f"test_{task.short}")
     return (
         f"epoch {record['epoch']:3d}  lr {record['lr']:.4g}  {losses}"
-        + (f"  train {train:.2f}{unit}" if train is not None else "")
-        + (f"  test {test:.2f}{unit}" if test is not None else "")
+        + (f"  train {task.format_score(train)}" if train is not None else "")
+        + (f"  test {task.format_score(test)}" if test is not None else "")
         + f"  {record['seconds']:.1f}s"
     )
 
