@@ -150,9 +150,10 @@ PENDING_ARCHITECTURE: tuple[Scheme, ...] = tuple(
     for width in ("w8", "w16", "w48")
 )
 """The capacity-gap rows that wait for the zoo family: KD from ``shapes_cnn_w8``, ``w16`` and
-``w48`` (:data:`FAMILY`'s architectures trained alone by ``shapes_cnn_large``'s recipe; no
-such zoo recipe exists yet), for ``cnn_wide_s2`` and ``cnn_tiny_s2``. Move them into
-:data:`ARCHITECTURE` once the teachers are trained (``kdtutor zoo train shapes_cnn_w8``)."""
+``w48`` (:data:`FAMILY`'s architectures trained alone by ``shapes_cnn_large``'s recipe, in
+:mod:`kdtutor.zoo_recipes.shapes`), for ``cnn_wide_s2`` and ``cnn_tiny_s2``. Move them into
+:data:`ARCHITECTURE` once the three teachers are trained (``kdtutor zoo train
+shapes_cnn_w48``)."""
 
 
 def deit_schemes(optimizer: str = "sgd") -> tuple[Scheme, Scheme, Scheme]:
