@@ -312,10 +312,12 @@ def test_zoo_list_and_verify_without_kdtutor_data(monkeypatch, capsys):
         assert "not trained" in lines[name] and "$KDTUTOR_DATA/teachers" in lines[name]
     assert "72.34" in lines["cifar100_resnet56"]
     assert "shipped" in lines["shapes_cnn_large"]
-    # verify with no name checks the shipped teachers only
+    assert "shipped" in lines["shapes_cnn_w8"]  # a recipe module's teacher, in its own folder
+    # verify with no name checks the shipped teachers only (the zoo's and its folders')
     assert main(["zoo", "verify"]) == 0
     verified = [line.split()[1] for line in capsys.readouterr().out.splitlines()]
-    assert verified == sorted(zoo.read_manifest())
+    assert set(zoo.read_manifest()) < set(verified)
+    assert verified == sorted(zoo.trained_teachers())
 
 
 def test_zoo_list_and_verify_with_trained_teacher(trained, capsys):
@@ -327,4 +329,5 @@ def test_zoo_list_and_verify_with_trained_teacher(trained, capsys):
     assert str(trained.teachers) in lines["cifar100_vgg13"]
     assert main(["zoo", "verify"]) == 0
     verified = [line.split()[1] for line in capsys.readouterr().out.splitlines()]
-    assert verified == sorted([*zoo.read_manifest(), "cifar100_resnet56"])
+    assert "cifar100_resnet56" in verified and set(zoo.read_manifest()) < set(verified)
+    assert verified == sorted(zoo.trained_teachers())

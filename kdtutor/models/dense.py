@@ -17,29 +17,29 @@ feature-path attributes of every kdtutor model (``stage_names``, ``preact_stage_
 network has no pooled embedding: where none exists, ``embedding_path`` names the bottleneck
 map (said per model).
 
-============  =================================================  ===========================
-name          input -> output (eval)                             parameters (measured)
-============  =================================================  ===========================
-``fcos_t``    list of ``(3, 64, 64)`` -> list of dicts           819,881 (K=4) / 823,920 (K=11)
-``fcos_s``    ``boxes``, ``scores``, ``labels`` (torchvision)    219,097 (K=4) / 221,120 (K=11)
-``lraspp_t``  ``(B, 3, 64, 64)`` -> ``{"out": (B, K, 64, 64)}``  470,696 (K=4) / 471,606 (K=11)
-``lraspp_s``  same                                               77,616 (K=4) / 77,966 (K=11)
-``depth_t``   ``(B, 3, 64, 64)`` -> depth ``(B, 1, 64, 64)``     473,345
-``depth_s``   same                                               74,849
-``pose_t``    ``(B, 3, 32, 32)`` -> heatmaps ``(B, 4, 16, 16)``  473,444
-``pose_s``    same                                               74,876
-``facenet_t`` ``(B, 3, 32, 32)`` -> embedding ``(B, 128)``       1,334,368 (1,000 identities)
-``facenet_s`` same -> ``(B, 64)``                                91,984 (1,000 identities)
-``edsr_t``    ``(B, 3, 16, 16)`` -> ``(B, 3, 64, 64)``           271,536
-``edsr_s``    same                                               25,968
-``c3d_t``     ``(B, 8, 3, 32, 32)`` -> logits ``(B, 10)``        431,802
-``tsn_s``     same (reads frames 0, 2, 4, 6)                     83,034
-``lanenet_t`` ``(B, 3, 48, 128)`` -> ``{"out": (B, 5, 48, 128),  298,505
-              "exist": (B, 4)}``
-``lanenet_s`` same                                               75,145
-============  =================================================  ===========================
+==============  ==================================================  ==============================
+name            input -> output (eval)                              parameters (measured)
+==============  ==================================================  ==============================
+``fcos_t``      list of ``(3, 64, 64)`` -> list of dicts            819,881 (K=4) / 823,920 (K=11)
+``fcos_s``      ``boxes``, ``scores``, ``labels`` (torchvision)     219,097 (K=4) / 221,120 (K=11)
+``lraspp_t``    ``(B, 3, 64, 64)`` -> ``{"out": (B, K, 64, 64)}``   470,696 (K=4) / 471,606 (K=11)
+``lraspp_s``    same                                                77,616 (K=4) / 77,966 (K=11)
+``depth_t``     ``(B, 3, 64, 64)`` -> depth ``(B, 1, 64, 64)``      473,345
+``depth_s``     same                                                74,849
+``pose_t``      ``(B, 3, 32, 32)`` -> heatmaps ``(B, 4, 16, 16)``   473,444
+``pose_s``      same                                                74,876
+``facenet_t``   ``(B, 3, 32, 32)`` -> embedding ``(B, 128)``        1,334,368 (1,000 identities)
+``facenet_s``   same -> ``(B, 64)``                                 91,984 (1,000 identities)
+``edsr_t``      ``(B, 3, 16, 16)`` -> ``(B, 3, 64, 64)``            271,536
+``edsr_s``      same                                                25,968
+``c3d_t``       ``(B, 8, 3, 32, 32)`` -> logits ``(B, 10)``         431,802
+``tsn_s``       same (reads frames 0, 2, 4, 6)                      83,034
+``lanenet_t``   ``(B, 3, 48, 128)`` -> ``out`` and ``exist`` maps   298,505
+``lanenet_s``   same                                                75,145
+==============  ==================================================  ==============================
 
 (K counts the background, as torchvision does: 4 for the basic scenes, 11 for ten classes.)
+The lane networks return ``{"out": (B, 5, 48, 128), "exist": (B, 4)}``.
 The design note (``docs/design/applications.md``, section 3) gives the counts its probes
 measured: FCOS (824 k, 221 k: at K = 11), faces, super-resolution and video are reproduced
 exactly; LRASPP, depth, pose and lanes come out ``9 w^2 + 2 w`` parameters smaller (``w =

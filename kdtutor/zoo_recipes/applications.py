@@ -3,19 +3,19 @@
 Eight recipes (design note ``docs/design/applications.md``, sections 2.6 and 4), all in the
 zoo's folder ``applications`` with its own ``manifest.json`` (read only by chapter 8):
 
-==================  ============  =================  ======================================
-teacher             model         task               data (:func:`~kdtutor.data.tasks.task_split`)
-==================  ============  =================  ======================================
-``scenes_fcos``     ``fcos_t``    ``detection``      4,000 / 2,000 64-px scenes
-``scenes_lraspp``   ``lraspp_t``  ``segmentation``   the same scenes, class masks
-``scenes_depth``    ``depth_t``   ``depth``          the same scenes, depth maps
-``scenes_pose``     ``pose_t``    ``keypoints``      32-px crops of every object (~8,000)
-``faces_cnn``       ``facenet_t`` ``retrieval``      20,000 faces of 1,000 identities;
-                                                     2,000 of 200 unseen ones
-``shapes_edsr``     ``edsr_t``    ``superres``       4,000 / 2,000 x4 pairs (LR 16 px)
-``clips_c3d``       ``c3d_t``     ``classification`` 8,000 / 2,000 8-frame clips
-``roads_lane``      ``lanenet_t`` ``lanes``          4,000 / 2,000 48 x 128 roads
-==================  ============  =================  ======================================
+==================  ==============  ==================  ====================================
+teacher             model           task                data (:func:`~kdtutor.data.tasks.task_split`)
+==================  ==============  ==================  ====================================
+``scenes_fcos``     ``fcos_t``      ``detection``       4,000 / 2,000 64-px scenes
+``scenes_lraspp``   ``lraspp_t``    ``segmentation``    the same scenes, class masks
+``scenes_depth``    ``depth_t``     ``depth``           the same scenes, depth maps
+``scenes_pose``     ``pose_t``      ``keypoints``       32-px crops of every object (~8,000)
+``faces_cnn``       ``facenet_t``   ``retrieval``       20,000 faces of 1,000 identities;
+                                                        2,000 of 200 unseen ones
+``shapes_edsr``     ``edsr_t``      ``superres``        4,000 / 2,000 x4 pairs (LR 16 px)
+``clips_c3d``       ``c3d_t``       ``classification``  8,000 / 2,000 8-frame clips
+``roads_lane``      ``lanenet_t``   ``lanes``           4,000 / 2,000 48 x 128 roads
+==================  ==============  ==================  ====================================
 
 **Recipes** (design note 4.2 and 4.3): the book's optimiser (SGD, momentum 0.9, lr 0.05,
 weight decay 5e-4, cosine to zero) at each task's student batch, for the epochs the budget
