@@ -1,4 +1,4 @@
-"""Chapter 8's materialised splits (``kdtutor.data.tasks.task_split``, ``PoseCrops``) and its
+"""Chapter 8's materialised splits (``kdtutor.data.task_splits.task_split``, ``PoseCrops``) and its
 zoo teachers (``kdtutor.zoo_recipes.applications``), at tiny sizes.
 
 The splits are checked against the generators themselves (``render_scene``,
@@ -19,8 +19,9 @@ import torch
 import torch.nn.functional as F
 
 from kdtutor import zoo
-from kdtutor.data import tasks as T
+from kdtutor.data import task_splits as T
 from kdtutor.data.scenes import render_scene, scene_annotations
+from kdtutor.data.tasks import SPLIT_STARTS
 from kdtutor.errors import UnknownNameError
 from kdtutor.models.trained_on import IncompatibleTeacherError, TrainedOn
 from kdtutor.seeding import seed_everything
@@ -48,7 +49,7 @@ def tiny(tmp_path, monkeypatch):
 # -- scene splits ------------------------------------------------------------------------------
 def test_scene_splits_hold_the_generators_targets_exactly(tmp_path, monkeypatch):
     monkeypatch.setenv("KDTUTOR_CACHE", str(tmp_path))
-    start = T.SPLIT_STARTS["test"]
+    start = SPLIT_STARTS["test"]
     det = T.task_split("scenes", "detection", "test", 5, seed=3, cache=True)
     seg = T.task_split("scenes", "segmentation", "test", 5, seed=3, cache=True)
     depth = T.task_split("scenes", "depth", "test", 5, seed=3, cache=True)

@@ -33,7 +33,7 @@ import dataclasses
 import math
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 from torch import Tensor, nn
@@ -41,9 +41,9 @@ from torch import Tensor, nn
 from ..errors import KDTutorError
 
 if TYPE_CHECKING:
-    from .algorithms import Algorithm
     from .cost import Cost
     from .knowledge import Preset
+    from .schemes import Scheme
 
 __all__ = [
     "BUDGETS",
@@ -60,6 +60,38 @@ __all__ = [
     "run_sequence",
     "source_pair",
 ]
+
+
+class Algorithm(Protocol):
+    """What a runner reads of a suite entry: :class:`kdtutor.bench.algorithms.Algorithm`
+    (defined there, with its checks; written here as a protocol so that this module does not
+    import the one that imports it)."""
+
+    @property
+    def label(self) -> str: ...
+    @property
+    def runner(self) -> str: ...
+    @property
+    def method(self) -> str: ...
+    @property
+    def hparams(self) -> Mapping[str, Any]: ...
+    @property
+    def student(self) -> str | None: ...
+    @property
+    def data(self) -> str: ...
+    @property
+    def epochs(self) -> int | None: ...
+    @property
+    def split(self) -> str: ...
+    @property
+    def train(self) -> Mapping[str, Any]: ...
+    @property
+    def options(self) -> Mapping[str, Any]: ...
+    @property
+    def pair(self) -> str: ...
+
+    def scheme(self, epochs: int | None = None) -> Scheme: ...
+
 
 TASKS: tuple[tuple[int, int], ...] = ((0, 1), (2, 3), (4, 5), (6, 7), (8, 9))
 """The class-incremental sequence: one similar pair of ``shapes`` classes per task (circle and

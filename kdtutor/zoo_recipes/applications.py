@@ -4,7 +4,7 @@ Eight recipes (design note ``docs/design/applications.md``, sections 2.6 and 4),
 zoo's folder ``applications`` with its own ``manifest.json`` (read only by chapter 8):
 
 ==================  ==============  ==================  ====================================
-teacher             model           task                data (:func:`~kdtutor.data.tasks.task_split`)
+teacher             model           task                data (:func:`~kdtutor.data.task_splits.task_split`)
 ==================  ==============  ==================  ====================================
 ``scenes_fcos``     ``fcos_t``      ``detection``       4,000 / 2,000 64-px scenes
 ``scenes_lraspp``   ``lraspp_t``    ``segmentation``    the same scenes, class masks
@@ -48,7 +48,7 @@ distillers read for the teacher's identity logits. Its forward gives the L2-norm
 embedding, which the ``retrieval`` task scores on the 200 unseen test identities.
 
 **Normalisation.** Each network holds the train split's per-channel statistics
-(:func:`~kdtutor.data.tasks.split_stats`, the first 2,000 inputs) in its fixed
+(:func:`~kdtutor.data.task_splits.split_stats`, the first 2,000 inputs) in its fixed
 ``Normalize``; the faces come standardised already (an ``ArrayDataset``), so theirs is the
 identity. The statistics are buffers in the state dict: a loaded teacher normalises its own
 inputs.
@@ -287,11 +287,11 @@ def build(recipe: ZooRecipe) -> TeacherTraining:
 
     The network is ``build_model(recipe.model, num_classes=output_count(recipe), mean,
     std, **recipe.model_kwargs)`` with the train split's statistics
-    (:func:`~kdtutor.data.tasks.split_stats`); the face network keeps its cosine head.
+    (:func:`~kdtutor.data.task_splits.split_stats`); the face network keeps its cosine head.
     """
     import kdtutor.models.dense  # noqa: F401  (registers the networks)
 
-    from ..data.tasks import split_stats
+    from ..data.task_splits import split_stats
     from ..models import build_model
 
     mean, std = split_stats(recipe.dataset, recipe.task)
@@ -303,8 +303,8 @@ def build(recipe: ZooRecipe) -> TeacherTraining:
 
 def datasets(recipe: ZooRecipe) -> tuple[Any, Any]:
     """The recipe's ``(train, test)`` splits: ``task_split(recipe.dataset, recipe.task,
-    split)`` at the default sizes (:data:`~kdtutor.data.tasks.TASK_SIZES`)."""
-    from ..data.tasks import task_split
+    split)`` at the default sizes (:data:`~kdtutor.data.task_splits.TASK_SIZES`)."""
+    from ..data.task_splits import task_split
 
     return (
         task_split(recipe.dataset, recipe.task, "train"),
