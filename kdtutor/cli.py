@@ -30,13 +30,22 @@ EXAMPLES = {
   kdtutor distill --dataset shapes --student cnn_small --method scratch --epochs 5
   kdtutor distill --dataset shapes --teacher zoo:shapes_cnn_large --student cnn_small \\
       --method kd --set T=8 --set kd_weight=0.5 --scale smoke
+  kdtutor distill --task detection --dataset scenes --student fcos_s \\
+      --teacher zoo:scenes_fcos --method fgd --epochs 20 --seeds 0,1,2   # chapter 8
+  kdtutor distill --task retrieval --dataset faces --student facenet_s \\
+      --teacher zoo:faces_cnn --method face_rkd
+  kdtutor distill --task classification --dataset clips --student tsn_s \\
+      --teacher zoo:clips_c3d --method kd
+  kdtutor distill --task segmentation --dataset scenes --student lraspp_s --method seg_scratch
   torchrun --nproc_per_node 2 -m kdtutor distill --dataset mnist5k \\
       --teacher zoo:mnist5k_cnn --student cnn_tiny --method kd --epochs 8   # 2 processes (DDP)""",
     "models": """examples:
   kdtutor models
-  kdtutor models --num-classes 100 --family cifar_resnet --latency""",
+  kdtutor models --num-classes 100 --family cifar_resnet --latency
+  kdtutor models --family dense      # chapter 8's networks, each at its task's input size""",
     "methods": """examples:
-  kdtutor methods""",
+  kdtutor methods
+  kdtutor methods --task detection   # the methods of one task (kdtutor.tasks)""",
     "datasets": """examples:
   kdtutor datasets
   KDTUTOR_DATA=~/datasets kdtutor distill --dataset cifar100 --student resnet8x4 --method scratch""",
@@ -56,6 +65,9 @@ EXAMPLES = {
   kdtutor bench --suite algorithms --preset smoke --families quantized
   kdtutor bench --suite algorithms --preset book --jobs 2            # chapter 6 (resumable)
   kdtutor bench --suite algorithms --preset book --labels dafl,deepinversion --seeds 0
+  kdtutor bench --suite applications --preset smoke                  # chapter 8, seconds
+  kdtutor bench --suite applications --preset book --jobs 2          # needs the 8 zoo teachers
+  kdtutor bench --suite applications --preset book --tasks detection,lanes --labels scratch
   KDTUTOR_DATA=~/datasets kdtutor bench --suite knowledge --preset repdistiller   # on a GPU""",
     "chain": """examples:
   kdtutor chain zoo:shapes_cnn_large cnn_medium cnn_wide_s2 --preset smoke
@@ -140,6 +152,7 @@ _TRAIN_FLAGS = (
 )
 _TOP_FLAGS = (
     "dataset",
+    "task",
     "student",
     "teacher",
     "method",
@@ -232,7 +245,27 @@ def format_seeds_table(run: Any) -> str:
     return f"method {run.method}\n" + "\n".join(lines)
 
 
+_DENSE_INPUTS = {
+    "fcos": (3, 64, 64), "lraspp": (3, 64, 64), "depth": (3, 64, 64), "pose": (3, 32, 32),
+    "facenet": (3, 32, 32), "edsr": (3, 16, 16), "c3d": (8, 3, 32, 32), "tsn": (8, 3, 32, 32),
+    "lanenet": (3, 48, 128),
+}  # fmt: skip
+"""One input of each chapter-8 network (by the name before ``_t``/``_s``), as its task's data
+serves it (``kdtutor.zoo_recipes.applications.input_shape``)."""
+
+
+def _model_input(name: str, family: str) -> tuple[int, ...]:
+    """The input ``kdtutor models`` measures a model on (without the batch)."""
+    if family == "mlp":
+        return (1, 28, 28)
+    if family == "dense":
+        return _DENSE_INPUTS[name.rsplit("_", 1)[0]]
+    return (3, 32, 32)
+
+
 def cmd_models(args: argparse.Namespace) -> int:
+    import kdtutor.models.dense  # noqa: F401  (registers chapter 8's networks)
+
     from .models import build_model, list_models, model_info, model_summary
 
     names = [n for n in list_models() if not args.family or model_info(n).family == args.family]
@@ -244,11 +277,9 @@ def cmd_models(args: argparse.Namespace) -> int:
     )
     for name in names:
         info = model_info(name)
-        in_channels, size = (1, 28) if info.family == "mlp" else (3, 32)
-        model = build_model(name, num_classes=args.num_classes, in_channels=in_channels)
-        summary = model_summary(
-            model, (1, in_channels, size, size), latency_runs=10 if args.latency else 0
-        )
+        shape = _model_input(name, info.family)
+        model = build_model(name, num_classes=args.num_classes, in_channels=shape[-3])
+        summary = model_summary(model, (1, *shape), latency_runs=10 if args.latency else 0)
         line = f"{name:<16} {info.family:<14} {summary.params:>12,} {summary.flops / 1e6:>10.1f}"
         if args.latency:
             line += f" {summary.latency_ms:>11.2f}"
@@ -257,9 +288,20 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_methods(args: argparse.Namespace) -> int:
+    from .launch import _method_task
     from .methods import get_method, list_methods
 
     names = list_methods()
+    if args.task is not None:
+        from .tasks import list_tasks
+
+        if args.task not in list_tasks():
+            from .errors import unknown_name
+
+            raise unknown_name("task", args.task, list_tasks(), hint="`kdtutor methods --help`.")
+        names = [n for n in names if _method_task(get_method(n)) == args.task]
+        if not names:
+            raise KDTutorError(f"no method is written for the task {args.task!r} yet.")
     width = max(len(get_method(name).family or "-") for name in names)
     for name in names:
         cls = get_method(name)
@@ -402,11 +444,18 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    if (args.families or args.labels) and args.suite != "algorithms":
+    if args.families and args.suite != "algorithms":
         raise KDTutorError(
-            "--families and --labels choose runs of --suite algorithms; other suites take "
+            "--families chooses runs of --suite algorithms; other suites take --schemes, "
+            "--methods or (--suite applications) --tasks."
+        )
+    if args.labels and args.suite not in ("algorithms", "applications"):
+        raise KDTutorError(
+            "--labels chooses runs of --suite algorithms or applications; other suites take "
             "--schemes or --methods."
         )
+    if args.tasks and args.suite != "applications":
+        raise KDTutorError("--tasks chooses the tasks of --suite applications.")
     if args.speed:
         return _bench_speed(args)
     if args.levers:
@@ -419,6 +468,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return _bench_architecture(args)
     if args.suite == "algorithms":
         return _bench_algorithms(args)
+    if args.suite == "applications":
+        return _bench_applications(args)
     return _bench_knowledge(args)
 
 
@@ -539,6 +590,43 @@ def _bench_algorithms(args: argparse.Namespace) -> int:
         flops = sum(float(r["total_flops"]) for r in runs) / len(runs) / 1e12
         print(
             f"{method:<26} {runs[0]['pair']:<32} {mean:>7.2f} ± {std:<4.2f} {flops:>8.2f} "
+            f"{len(runs):>5}"
+        )
+    return 0
+
+
+def _bench_applications(args: argparse.Namespace) -> int:
+    from .bench.applications import run_applications_suite
+    from .bench.stats import mean_std
+    from .train import parse_seeds
+
+    if args.preset not in ("smoke", "book"):
+        raise KDTutorError(
+            f"--suite applications takes --preset smoke or book, not {args.preset!r}."
+        )
+    given = [flag for flag, value in (("--methods", args.methods), ("--pairs", args.pairs),
+             ("--epochs", args.epochs), ("--tune", args.tune), ("--schemes", args.schemes),
+             ("--weights", args.weights != "published")) if value]  # fmt: skip
+    if given:
+        raise KDTutorError(
+            f"--suite applications runs each task's protocol (kdtutor.bench.applications."
+            f"APP_PROTOCOL): choose runs with --tasks or --labels, and drop {', '.join(given)}."
+        )
+    rows = run_applications_suite(
+        args.preset,
+        tasks=_names(args.tasks),
+        labels=_names(args.labels),
+        seeds=parse_seeds(args.seeds) if args.seeds else None,
+        out=args.out,
+        jobs=args.jobs,
+        command="kdtutor " + " ".join(sys.argv[1:]),
+    )
+    print(f"{'task':<13} {'label':<18} {'metric':<8} {'score':>17} {'seeds':>5}")
+    for key in dict.fromkeys((r["task"], r["label"]) for r in rows):
+        runs = [r for r in rows if (r["task"], r["label"]) == key]
+        mean, std = mean_std([float(r["score"]) for r in runs])
+        print(
+            f"{key[0]:<13} {key[1]:<18} {runs[0]['metric']:<8} {mean:>9.3f} ± {std:<5.3f} "
             f"{len(runs):>5}"
         )
     return 0
@@ -857,7 +945,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--config", default=None, help="experiment YAML file (see kdtutor.experiment)")
     p.add_argument(
-        "--dataset", default=None, help="dataset name (`kdtutor datasets`) or folder:PATH"
+        "--dataset",
+        default=None,
+        help="dataset name (`kdtutor datasets`), folder:PATH, or one of chapter 8's: scenes, "
+        "faces, sr, clips, roads (with --task)",
+    )
+    p.add_argument(
+        "--task",
+        default=None,
+        help="the task of the targets (kdtutor.tasks): classification (default), detection, "
+        "segmentation, depth, keypoints (scenes); retrieval (faces); superres (sr); "
+        "classification (clips); lanes (roads)",
     )
     p.add_argument(
         "--student",
@@ -1000,6 +1098,12 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXAMPLES["methods"],
         formatter_class=formatter,
     )
+    p.add_argument(
+        "--task",
+        default=None,
+        help="only the methods of this task (classification, detection, segmentation, depth, "
+        "keypoints, retrieval, superres, lanes)",
+    )
     p.set_defaults(func=cmd_methods)
 
     p = sub.add_parser(
@@ -1016,12 +1120,14 @@ def build_parser() -> argparse.ArgumentParser:
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument(
         "--suite",
-        choices=["knowledge", "schemes", "architecture", "algorithms", "views"],
+        choices=["knowledge", "schemes", "architecture", "algorithms", "applications", "views"],
         help="knowledge: every method side by side; schemes: offline, online and "
         "self-distillation on one student, with their costs; architecture: capacity gap, "
         "early-stopped KD, teacher assistants, the ViT student (chapter 5); algorithms: "
         "adversarial, multi-teacher, cross-modal, graph, attention, data-free, quantized and "
-        "lifelong distillation (chapter 6); views: accuracy cost of cached augmented views",
+        "lifelong distillation (chapter 6); applications: detection, segmentation, depth, "
+        "pose, faces, super-resolution, video and lanes (chapter 8); views: accuracy cost of "
+        "cached augmented views",
     )
     what.add_argument(
         "--speed",
@@ -1060,8 +1166,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--labels",
         default=None,
-        help="--suite algorithms: comma-separated algorithm labels (see "
-        "kdtutor.bench.algorithms.ALGORITHMS)",
+        help="--suite algorithms or applications: comma-separated labels (see "
+        "kdtutor.bench.algorithms.ALGORITHMS, kdtutor.bench.applications.APPLICATIONS)",
+    )
+    p.add_argument(
+        "--tasks",
+        default=None,
+        help="--suite applications: comma-separated tasks (default: all; see "
+        "kdtutor.bench.applications.APP_PROTOCOL)",
     )
     p.add_argument("--seeds", default=None, help="override the preset's seeds, e.g. 0,1,2")
     p.add_argument("--pairs", default=None, help="comma-separated pair labels (default: all)")

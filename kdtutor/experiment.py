@@ -14,6 +14,16 @@ results, so that ``kdtutor distill --config runs/kd/config.yaml`` reruns it::
     seeds: [0, 1, 2]
     train: {epochs: 15, lr: 0.05, schedule: cosine}
 
+``task`` (default ``classification``) names the :mod:`kdtutor.tasks` task the targets are
+for; chapter 8's datasets (``scenes``, ``faces``, ``sr``, ``clips``, ``roads``) serve the
+tasks of :data:`~kdtutor.data.task_splits.DATASET_TASKS`::
+
+    dataset: scenes
+    task: detection
+    teacher: zoo:scenes_fcos
+    student: fcos_s
+    method: fgd
+
 Overrides are dotted keys (``train.lr=0.1``, ``hparams.T=8``); a bare
 :class:`~kdtutor.train.TrainConfig` field (``epochs=3``) means ``train.<field>``.
 """
@@ -32,7 +42,7 @@ from typing import Any
 import yaml
 
 from .config import ConfigError, from_dict
-from .errors import KDTutorError, closest
+from .errors import KDTutorError, closest, unknown_name
 
 __all__ = [
     "Experiment",
@@ -49,13 +59,18 @@ class Experiment:
 
     ``teacher`` and ``student`` are model specs (:func:`kdtutor.specs.parse_model_spec`:
     ``cnn_small``, ``cnn_small:weights.pt``, ``zoo:shapes_cnn_large``, ``timm:resnet18``);
-    ``train`` holds :class:`~kdtutor.train.TrainConfig` fields.
+    ``train`` holds :class:`~kdtutor.train.TrainConfig` fields. ``task`` is the task the
+    dataset's targets are for (a name of :func:`kdtutor.tasks.list_tasks`); the method must
+    be one of that task's (``kdtutor methods --task TASK``).
     """
 
     dataset: str
     student: str
     teacher: str | None = None
     method: str = "kd"
+    task: str = "classification"
+    """The task of the targets (``detection``, ``segmentation``, ...); chapter 8's datasets
+    are loaded by :func:`kdtutor.data.task_splits.task_split` for it."""
     hparams: dict[str, Any] = field(default_factory=dict)
     seeds: tuple[int, ...] | str | int = (0,)
     """Seeds to run: a list, "0,1,2" or "0-4"; stored as a tuple."""
@@ -67,8 +82,11 @@ class Experiment:
     train: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        from .tasks import list_tasks
         from .train import TrainConfig, parse_seeds
 
+        if self.task not in list_tasks():
+            raise unknown_name("task", str(self.task), list_tasks(), hint="Give one with --task.")
         object.__setattr__(self, "seeds", tuple(parse_seeds(self.seeds)))
         if self.teacher in ("none", ""):
             object.__setattr__(self, "teacher", None)

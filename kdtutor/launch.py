@@ -17,6 +17,7 @@ each seed from its checkpoint (bit-identical on CPU to an uninterrupted run), an
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 from dataclasses import dataclass
@@ -47,6 +48,12 @@ class Loaded:
     train: Any
     test: Any
     teacher: Any
+    num_classes: int = 0
+    """Outputs a network of the data needs (classes; see :func:`_data_shape` for the other
+    tasks)."""
+    in_channels: int = 3
+    input_shape: tuple[int, ...] = ()
+    """One input, without the batch (``(8, 3, 32, 32)`` for the clips)."""
 
 
 def _existing_outputs(folder: Path) -> list[Path]:
@@ -126,46 +133,160 @@ def _differences(a: Experiment, b: Experiment) -> list[str]:
     return out
 
 
+def _method_task(method: Any) -> str:
+    """The task a registered method's ``forward`` reads targets of (its ``task`` class
+    attribute; ``classification`` for the methods that declare none)."""
+    return getattr(method, "task", "") or "classification"
+
+
+def _check_method_task(experiment: Experiment, method: Any) -> None:
+    """Refuse a method written for another task than the experiment's."""
+    task = _method_task(method)
+    if task != experiment.task:
+        raise KDTutorError(
+            f"method {experiment.method!r} is a {task} method, but the experiment's task is "
+            f"{experiment.task!r}: pick a {experiment.task} method (`kdtutor methods --task "
+            f"{experiment.task}` lists them), or give --task {task} with data of that task."
+        )
+
+
+def _task_splits(experiment: Experiment, smoke: bool) -> tuple[Any, Any]:
+    """The train and test splits of one of chapter 8's datasets for the experiment's task
+    (:func:`~kdtutor.data.task_splits.task_split`; smoke scale caps them as
+    :data:`SMOKE_SIZES` does the image datasets)."""
+    from .data.task_splits import DATASET_TASKS, TASK_SIZES, task_split
+
+    served = DATASET_TASKS[experiment.dataset]
+    if experiment.task not in served:
+        raise KDTutorError(
+            f"the {experiment.dataset!r} data serves the tasks {', '.join(served)}, not "
+            f"{experiment.task!r}: give one of them with --task."
+        )
+    sizes = TASK_SIZES[experiment.dataset]
+    train_size = experiment.train_size or (
+        min(SMOKE_SIZES["train"], sizes["train"]) if smoke else None
+    )
+    test_size = experiment.test_size or (min(SMOKE_SIZES["test"], sizes["test"]) if smoke else None)
+    return (
+        task_split(experiment.dataset, experiment.task, "train", train_size),
+        task_split(experiment.dataset, experiment.task, "test", test_size),
+    )
+
+
+def _data_shape(data: Any) -> tuple[int, int, tuple[int, ...]]:
+    """``(outputs, in_channels, input_shape)`` of a split: the classes of a classification or
+    class-map dataset (the background counted, as torchvision does), 1 for depth, the keypoint
+    slots, the training identities of the faces, the lane slots and the background for the
+    roads, the image channels for super-resolution; the channels and shape of one input."""
+    if hasattr(data, "images") and getattr(data, "in_channels", None):  # an ArrayDataset
+        return int(data.num_classes), int(data.in_channels), tuple(data.images.shape[1:])
+    x = data[0][0]
+    shape = tuple(int(s) for s in x.shape)
+    outputs = getattr(data, "num_classes", None)
+    if outputs is None and hasattr(data, "num_lanes"):
+        outputs = 1 + int(data.num_lanes)
+    if outputs is None:  # an image-to-image task: as many outputs as input channels
+        outputs = shape[-3]
+    return int(outputs), shape[-3], shape
+
+
+def _build_network(spec: str, loaded: Loaded, *, role: str, stats: bool = True) -> Any:
+    """A network of the experiment's data from its spec. A chapter-8 network
+    (:mod:`kdtutor.models.dense`) built without weights whose spec gives no ``mean`` and
+    ``std`` gets the train split's channel statistics
+    (:func:`~kdtutor.data.task_splits.split_stats`) in its fixed normalisation, as the zoo's
+    teachers hold them (``stats=False``: 0 and 1)."""
+    from .specs import build_from_spec, parse_model_spec
+
+    parsed = parse_model_spec(spec)
+    if stats and parsed.kind == "registry" and parsed.weights is None:
+        parsed = _with_split_stats(parsed, loaded)
+    return build_from_spec(
+        parsed, num_classes=loaded.num_classes, in_channels=loaded.in_channels, role=role
+    )
+
+
+def _with_split_stats(spec: Any, loaded: Loaded) -> Any:
+    from .data.task_splits import DATASET_TASKS, split_stats
+    from .models.registry import get_entry
+    from .specs import ModelSpec
+
+    dataset = getattr(loaded.train, "name", None)
+    options = spec.options
+    if dataset not in DATASET_TASKS or "mean" in options or "std" in options:
+        return spec
+    try:
+        accepted, _ = get_entry(spec.name).options()
+    except KDTutorError:  # a torchvision model (tv:...): no fixed normalisation to fill
+        return spec
+    if "mean" not in accepted or "std" not in accepted:
+        return spec
+    task = getattr(getattr(loaded.train, "task", None), "name", None)
+    mean, std = split_stats(dataset, task)
+    options.update(mean=tuple(mean), std=tuple(std))
+    return ModelSpec(spec.kind, spec.name, spec.weights, tuple(sorted(options.items())))
+
+
 def load_experiment_data(experiment: Experiment) -> Loaded:
-    """Load the splits and the teacher of an experiment (checks run before any training)."""
+    """Load the splits and the teacher of an experiment (checks run before any training).
+
+    Chapter 8's datasets (:data:`~kdtutor.data.task_splits.DATASET_TASKS`) come from
+    :func:`~kdtutor.data.task_splits.task_split` for the experiment's ``task``, and
+    :mod:`kdtutor.models.dense` is imported so that their networks' names resolve; any other
+    dataset is a classification dataset (:func:`kdtutor.data.load_dataset`).
+
+    Raises:
+        KDTutorError: the method is another task's, needs a teacher that is not given, or
+            the dataset does not serve the task.
+    """
     from .data import dataset_info, load_dataset
+    from .data.task_splits import DATASET_TASKS
     from .methods import get_method
     from .models.trained_on import check_trained_on
     from .scales import current_scale
-    from .specs import build_from_spec
 
     method = get_method(experiment.method)  # fail fast on bad names, before loading anything
+    _check_method_task(experiment, method)
     if method.requires_teacher and experiment.teacher is None:
+        from .zoo_recipes.applications import BASELINES
+
+        alone = BASELINES.get(experiment.task)
         raise KDTutorError(
             f"method {experiment.method!r} needs a teacher: add --teacher zoo:<name> (see "
-            "`kdtutor zoo list`) or NAME:weights.pt, or use --method scratch to train the "
-            "student alone."
+            "`kdtutor zoo list`) or NAME:weights.pt"
+            + (f", or use --method {alone} to train the student alone." if alone else ".")
         )
-    info = dataset_info(experiment.dataset)
     smoke = current_scale(experiment.scale) == "smoke"
-    train_size = experiment.train_size or (
-        min(SMOKE_SIZES["train"], info.sizes[0]) if smoke else None
+    if experiment.dataset in DATASET_TASKS:
+        import kdtutor.models.dense  # noqa: F401  (registers the chapter-8 networks)
+
+        train, test = _task_splits(experiment, smoke)
+    elif experiment.task != "classification":
+        raise KDTutorError(
+            f"task {experiment.task!r} needs one of chapter 8's datasets "
+            f"({', '.join(d for d, tasks in DATASET_TASKS.items() if experiment.task in tasks)}"
+            f"); {experiment.dataset!r} is a classification dataset (--task classification)."
+        )
+    else:
+        info = dataset_info(experiment.dataset)
+        train_size = experiment.train_size or (
+            min(SMOKE_SIZES["train"], info.sizes[0]) if smoke else None
+        )
+        test_size = experiment.test_size or (
+            min(SMOKE_SIZES["test"], info.sizes[1]) if smoke else None
+        )
+        train = load_dataset(experiment.dataset, "train", size=train_size, root=experiment.data)
+        test = load_dataset(experiment.dataset, "test", size=test_size, root=experiment.data)
+    outputs, channels, shape = _data_shape(train)
+    loaded = Loaded(train, test, None, outputs, channels, shape)
+    if experiment.teacher is None:
+        return loaded
+    teacher = _build_network(experiment.teacher, loaded, role="teacher", stats=False)
+    teacher.eval()
+    check_trained_on(
+        teacher, role="teacher", dataset=train.name, num_classes=outputs, input_shape=shape
     )
-    test_size = experiment.test_size or (min(SMOKE_SIZES["test"], info.sizes[1]) if smoke else None)
-    train = load_dataset(experiment.dataset, "train", size=train_size, root=experiment.data)
-    test = load_dataset(experiment.dataset, "test", size=test_size, root=experiment.data)
-    teacher = None
-    if experiment.teacher is not None:
-        teacher = build_from_spec(
-            experiment.teacher,
-            num_classes=train.num_classes,
-            in_channels=train.in_channels,
-            role="teacher",
-        )
-        teacher.eval()
-        check_trained_on(
-            teacher,
-            role="teacher",
-            dataset=train.name,
-            num_classes=train.num_classes,
-            input_shape=tuple(train.images.shape[1:]),
-        )
-    return Loaded(train, test, teacher)
+    return dataclasses.replace(loaded, teacher=teacher)
 
 
 def run_experiment(
@@ -187,7 +308,7 @@ def run_experiment(
     """
     from .methods import build_distiller
     from .scales import current_scale
-    from .specs import build_from_spec, parse_model_spec
+    from .specs import parse_model_spec
     from .train import run_seeds
     from .train.recorder import RunRecorder
     from .train.recorder import save_student as write_student
@@ -213,18 +334,13 @@ def run_experiment(
     students: dict[int, Any] = {}  # the distillers whose students --save-student writes
 
     def make(seed: int) -> Any:
-        student = build_from_spec(
-            experiment.student,
-            num_classes=train.num_classes,
-            in_channels=train.in_channels,
-            role="student",
-        )
+        student = _build_network(experiment.student, loaded, role="student")
         distiller = build_distiller(
             experiment.method,
             student,
             loaded.teacher,
             dict(experiment.hparams),
-            input_shape=tuple(train.images.shape[1:]),
+            input_shape=loaded.input_shape,
         )
         if save_student:
             students[seed] = distiller
@@ -233,8 +349,8 @@ def run_experiment(
     meta = {
         "model": parse_model_spec(experiment.student).call,
         "dataset": train.name,
-        "num_classes": train.num_classes,
-        "input_shape": list(train.images.shape[1:]),
+        "num_classes": loaded.num_classes,
+        "input_shape": list(loaded.input_shape),
     }
     main = distributed.setup(cfg.device.split(":")[0] if cfg.device else None).is_main
     recorders: list[RunRecorder] = []

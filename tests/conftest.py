@@ -32,6 +32,9 @@ if TYPE_CHECKING:
     from kdtutor.data import ArrayDataset
 
 os.environ.setdefault("KDTUTOR_SCALE", "smoke")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # one torch thread per xdist worker: two workers of two threads each fight for two cores
+    torch.set_num_threads(1)
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 _real_connect = socket.socket.connect
@@ -106,6 +109,8 @@ TIERS: dict[str, str] = {
     "test_chain.py": "unit",
     "test_bench_architecture.py": "unit",
     "test_cli_architecture.py": "unit",
+    "test_bench_applications.py": "unit",
+    "test_cli_applications.py": "unit",
 }
 """Test file name (a glob) -> tier; any other file is ``unit``."""
 
@@ -162,20 +167,41 @@ def built_book(tmp_path_factory: pytest.TempPathFactory) -> Path:
     common temporary folder while holding a file lock, the others wait and reuse it (the
     ``xdist_group`` of :data:`ONE_WORKER` alone does not do it: pytest-xdist 3.8 cannot set
     the group of a test on pytest 9, whose node ids it no longer rewrites)."""
+    return _built_editions(tmp_path_factory)[0]
+
+
+@pytest.fixture(scope="session")
+def built_student_book(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The student edition's HTML folder, built beside :func:`built_book` (see there)."""
+    return _built_editions(tmp_path_factory)[1]
+
+
+def _built_editions(factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Build the full and the student editions once per test run, at the same time: each
+    Sphinx build keeps one core busy, and in sequence the two were the longest chain of the
+    book tier (the workers wait on the first, the student test then ran the second)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from filelock import FileLock  # a dependency of torch
 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
     import build_book
 
-    shared = tmp_path_factory.getbasetemp()
+    shared = factory.getbasetemp()
     if os.environ.get("PYTEST_XDIST_WORKER"):
         shared = shared.parent  # the workers' folders are popen-gw0, popen-gw1, ... in it
-    out, done = shared / "book", shared / "book.built"
+    full, student, done = shared / "book", shared / "student", shared / "book.built"
     with FileLock(str(shared / "book.lock")):
         if not done.exists():
-            build_book.build(output=out)
+            with ThreadPoolExecutor(max_workers=2) as pool:
+                jobs = [
+                    pool.submit(build_book.build, output=full),
+                    pool.submit(build_book.build, student=True, output=student),
+                ]
+                for job in jobs:
+                    job.result()
             done.touch()
-    return out / "_build" / "html"
+    return full / "_build" / "html", student / "_build" / "html"
 
 
 class TinyData(NamedTuple):

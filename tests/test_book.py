@@ -102,10 +102,10 @@ def test_every_exercise_and_solution_renders(built_book):
         assert not raw, f"{page.name}: a fence shown raw"
 
 
-def test_student_edition_hides_solutions(built_book, tmp_path):
+def test_student_edition_hides_solutions(built_book, built_student_book):
     """No solution text anywhere a student can reach: not in the pages, not in the copies of
     the sources the download button serves, not in the search index."""
-    student = build_book.build(student=True, output=tmp_path)
+    student = built_student_book
     teacher_pages = [p for p in built_book.rglob("*.html") if 'class="solution' in p.read_text()]
     assert teacher_pages, "the full edition shows no solution at all"
     for page in teacher_pages:

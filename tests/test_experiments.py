@@ -93,9 +93,14 @@ def test_overrides_reach_every_train_field_and_hparams():
     assert values["hparams"]["T"] == 8
     experiment = load_experiment(None, [], base=values)
     assert experiment.seeds == (0, 1, 2)
-    # every TrainConfig field can be set by its bare name and lands in train
-    for name in TrainConfig.__dataclass_fields__:
+    # every TrainConfig field can be set by its bare name and lands in train, except a name
+    # the experiment has too (``task``: the experiment's, which the run's data follow)
+    shared = set(TrainConfig.__dataclass_fields__) & set(Experiment.__dataclass_fields__)
+    assert shared == {"task"}
+    for name in set(TrainConfig.__dataclass_fields__) - shared:
         assert name in apply_overrides({}, [f"{name}=1"])["train"]
+    assert apply_overrides({}, ["task=depth"]) == {"task": "depth"}
+    assert apply_overrides({}, ["train.task=depth"]) == {"train": {"task": "depth"}}
     assert EXPERIMENT["train"]["lr"] == 0.05  # the input is not changed
 
 
