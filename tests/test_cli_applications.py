@@ -148,6 +148,7 @@ def test_methods_lists_the_methods_of_one_task(capsys):
     assert main(["methods", "--task", "detection"]) == 0
     assert [line.split()[0] for line in capsys.readouterr().out.splitlines()] == [
         "det_kd",
+        "det_scratch",
         "fgd",
     ]
     assert main(["methods", "--task", "keypoints"]) == 0

@@ -132,6 +132,20 @@ def test_detector_forward_gives_the_models_own_losses_and_the_raw_outputs(batch)
         run_detector(model, x, None)
 
 
+def test_det_scratch_trains_on_the_detectors_own_losses_without_a_teacher(batch):
+    x, y = batch
+    model = student().train()
+    expected = model(list(x), y)  # torchvision's own training branch
+    d = build_distiller("det_scratch", model)
+    assert d.teacher is None and not get_method("det_scratch").requires_teacher
+    outputs, losses = d(x, y)
+    assert outputs is None and set(losses) == set(expected)
+    for key, value in expected.items():
+        assert torch.equal(losses[key], value), key
+    with pytest.raises(KDTutorError, match="detection dataset"):
+        d(x, None)
+
+
 # -- det_kd -------------------------------------------------------------------------------------
 def numpy_soft_bce(zs, zt, T):
     p, q = sigmoid(zt / T), sigmoid(zs / T)
@@ -360,14 +374,16 @@ def test_fgd_gcblocks_start_as_the_identity_so_the_global_term_is_a_summed_mse(b
 @pytest.mark.parametrize(
     "method, hparams, keys",
     [
+        ("det_scratch", {}, set()),
         ("det_kd", {}, {"kd", "hint"}),
         ("det_kd", {"hint_region": "boxes"}, {"kd", "hint"}),
         ("fgd", {}, {"fgd_fg", "fgd_bg", "fgd_at", "fgd_global"}),
     ],
 )
 def test_one_fit_epoch_of_each_method(method, hparams, keys):
-    d = build_distiller(method, student(), teacher(), **hparams)
-    test = ScenesDataset(4, seed=1) if method == "fgd" else None
+    t = None if method == "det_scratch" else teacher()
+    d = build_distiller(method, student(), t, **hparams)
+    test = ScenesDataset(4, seed=1) if method in ("fgd", "det_scratch") else None
     result = fit(d, ScenesDataset(16, seed=0), test, epochs=1, batch_size=8, lr=0.01)
     record = result.history[-1]
     assert set(record["losses"]) == {"classification", "bbox_regression", "bbox_ctrness"} | keys
@@ -410,7 +426,7 @@ def test_the_teacher_cache_gives_the_same_losses_as_the_teacher(method):
 
 
 def test_registry_and_the_task_contract():
-    for name in ("det_kd", "fgd"):
+    for name in ("det_scratch", "det_kd", "fgd"):
         cls = get_method(name)
         assert cls.name == name and cls.task == "detection" and cls.family == "application"
         assert cls.tensor_teacher_outputs is True

@@ -25,11 +25,9 @@ statistics give the test score back exactly (:func:`per_image_score`), and
 :func:`application_gains` resamples them. Seed-0 students are kept under
 ``cache_dir()/applications/<preset>/weights/`` for the pages' figures.
 
-Labels without a teacher run their task's supervised baseline (``seg_scratch``,
-``depth_scratch``, ``pose_scratch``, ``face_scratch``, ``sr_scratch``, ``scratch``,
-``lane_scratch``, ``sad``); detection has no registered baseline method, so its ``scratch``
-rows train FCOS's own losses through the zoo's
-:class:`~kdtutor.zoo_recipes.applications.TeacherTraining` (method :data:`DETECTOR_ALONE`).
+Labels without a teacher run their task's supervised baseline (``det_scratch``,
+``seg_scratch``, ``depth_scratch``, ``pose_scratch``, ``face_scratch``, ``sr_scratch``,
+``scratch``, ``lane_scratch``, ``sad``), the losses the zoo's teachers train with.
 Super-resolution has a ``bicubic`` row (:data:`BICUBIC`: bicubic upsampling, no training).
 Weight grids (``<label>_x<factor>``, ``fpd_alpha<a>``) run seed 0 only and are reported as
 curves; the main rows keep their default weights (open question 7.4.6).
@@ -79,7 +77,6 @@ __all__ = [
     "APP_PRESETS",
     "APP_PROTOCOL",
     "BICUBIC",
-    "DETECTOR_ALONE",
     "GAIN_COLUMNS",
     "PUBLISHED_APPLICATIONS",
     "SMOKE_TEACHER_SEED",
@@ -101,11 +98,6 @@ __all__ = [
 
 APP_PRESETS: tuple[str, ...] = ("smoke", "book")
 """The suite's presets (module docstring)."""
-
-DETECTOR_ALONE = "detector"
-"""The ``method`` of detection's ``scratch`` rows: FCOS's own focal, GIoU and centerness
-losses (no registered method; trained through
-:class:`~kdtutor.zoo_recipes.applications.TeacherTraining`, as the zoo trains the teacher)."""
 
 BICUBIC = "bicubic"
 """The ``method`` of super-resolution's ``bicubic`` row: the LR image upsampled x4 bicubically
@@ -276,7 +268,7 @@ class Application:
         task: a task of :data:`APP_PROTOCOL`.
         label: the rows' name within the task; resumed by ``(task, label, seed)``.
         method: a registered method of the task (``kdtutor methods --task ...``), or
-            :data:`DETECTOR_ALONE` / :data:`BICUBIC`.
+            :data:`BICUBIC`.
         hparams: settings replacing the method's defaults.
         student: the student's model spec (default: the protocol's).
         teacher: ``"none"`` or ``"zoo:<name>"`` (the smoke preset replaces a zoo teacher by a
@@ -334,7 +326,7 @@ def _entries(task: str, units: float, teacher: str, rows: Sequence[tuple]) -> li
     = the protocol's scratch run times the overhead; a method that needs no teacher gets
     none."""
     out = []
-    needs_none = {DETECTOR_ALONE, BICUBIC, "seg_scratch", "depth_scratch", "pose_scratch",
+    needs_none = {BICUBIC, "det_scratch", "seg_scratch", "depth_scratch", "pose_scratch",
                   "face_scratch", "sr_scratch", "scratch", "lane_scratch", "sad"}  # fmt: skip
     for label, method, hparams, overhead, *options in rows:
         extra = options[0] if options else {}
@@ -362,7 +354,7 @@ _KD_MARS = {"kd_weight": 0.9, "ce_weight": 0.1}  # the book's KD weights (T = 4)
 
 APPLICATIONS: tuple[Application, ...] = (
     *_entries("detection", 2.42, "zoo:scenes_fcos", [
-        ("scratch", DETECTOR_ALONE, {}, 1.0),
+        ("scratch", "det_scratch", {}, 1.0),
         ("kd_cls", "det_kd", _KD_CLS, 1.05),
         ("fpn_hint", "det_kd", _FPN_HINT, 1.05),
         ("fgd", "fgd", {}, 1.12),
@@ -731,7 +723,7 @@ def _check_runnable(entry: Application, preset: str) -> None:
     from ..methods import get_method
 
     protocol = _get_protocol(entry.task)
-    if entry.method not in (DETECTOR_ALONE, BICUBIC):
+    if entry.method != BICUBIC:
         method = get_method(entry.method)
         if _method_task(method) != protocol.task_name:
             raise KDTutorError(
@@ -828,7 +820,6 @@ def _run(entry: Application, seed: int, preset: str, protocol: TaskProtocol) -> 
     from ..seeding import seed_everything
     from ..train import fit
     from ..train.recorder import save_student
-    from ..zoo_recipes.applications import TeacherTraining
     from .cost import network_flops, step_flops
 
     def split(name: str) -> Any:
@@ -849,16 +840,12 @@ def _run(entry: Application, seed: int, preset: str, protocol: TaskProtocol) -> 
         best, best_epoch, seconds, flops, hparams = value, 0, 0.0, 0.0, {}
         extra.update(curve=[], val_last=value)
     else:
-        if entry.method == DETECTOR_ALONE:
-            distiller: Any = TeacherTraining(student, "detection")
-            hparams = {}
-        else:
-            values = {**method_hparams(entry.method, protocol.epochs, len(train)),
-                      **entry.hparams}  # fmt: skip
-            distiller = build_distiller(
-                entry.method, student, teacher, values, input_shape=loaded.input_shape
-            )
-            hparams = dataclasses.asdict(distiller.hparams)
+        values = {**method_hparams(entry.method, protocol.epochs, len(train)),
+                  **entry.hparams}  # fmt: skip
+        distiller = build_distiller(
+            entry.method, student, teacher, values, input_shape=loaded.input_shape
+        )
+        hparams = dataclasses.asdict(distiller.hparams)
         result = fit(
             distiller, train, val, seed=seed, epochs=protocol.epochs,
             batch_size=protocol.batch_size, metric=protocol.metric, eval_batch_size=_EVAL_BATCH,

@@ -31,7 +31,7 @@ provider's ``build`` returns with ``fit``, and ``fit`` trains a plain network wi
 ``scratch`` (a cross entropy), which fits classification only. So :func:`build` returns a
 :class:`TeacherTraining`: a :class:`~kdtutor.methods.Distiller` around the network that
 trains it with its task's supervised baseline (the losses the chapter's students train
-with alone): FCOS's own losses (detection), ``seg_scratch``, ``depth_scratch``,
+with alone): ``det_scratch`` (FCOS's own losses), ``seg_scratch``, ``depth_scratch``,
 ``pose_scratch``, ``face_scratch`` (a normalised softmax, NormFace ``s = 16``),
 ``sr_scratch`` (L1), ``scratch`` (clips) and ``lane_scratch``. Its state dict *is* the
 network's (same keys), so the weights file is the network's, and its ``eval()`` returns the
@@ -83,6 +83,7 @@ FOLDER = "applications"
 _PROVIDER = "kdtutor.zoo_recipes.applications"
 
 BASELINES: dict[str, str] = {
+    "detection": "det_scratch",
     "segmentation": "seg_scratch",
     "depth": "depth_scratch",
     "keypoints": "pose_scratch",
@@ -91,8 +92,8 @@ BASELINES: dict[str, str] = {
     "classification": "scratch",
     "lanes": "lane_scratch",
 }
-"""The method a teacher of each task trains with (its supervised baseline); detection trains
-with FCOS's own losses (``model(images, targets)`` in training mode)."""
+"""The method a teacher of each task trains with (its supervised baseline; detection:
+FCOS's own losses, ``det_scratch``)."""
 
 _BOOK: dict[str, Any] = {
     "optimizer": "sgd",
@@ -216,8 +217,8 @@ def input_shape(recipe: ZooRecipe) -> tuple[int, ...]:
 class TeacherTraining(Distiller):
     """A zoo teacher in training: its network, trained with its task's supervised baseline.
 
-    ``forward(x, y)`` is the baseline's (:data:`BASELINES`; detection: FCOS's own losses
-    ``{"classification", "bbox_regression", "bbox_ctrness"}``, outputs ``None``), so ``fit``
+    ``forward(x, y)`` is the baseline's (:data:`BASELINES`; detection: ``det_scratch``, FCOS's
+    own losses ``{"classification", "bbox_regression", "bbox_ctrness"}``, outputs ``None``), so ``fit``
     trains it as any distiller. Two things make it stand in for the network in
     :func:`kdtutor.zoo.train_teacher`: :meth:`state_dict` and :meth:`load_state_dict` are
     the network's (no ``student.`` prefix: the weights file is the network's), and
@@ -227,7 +228,7 @@ class TeacherTraining(Distiller):
 
     Args:
         network: The teacher network (trained in place).
-        task: Its task (a key of :data:`BASELINES`, or ``"detection"``).
+        task: Its task (a key of :data:`BASELINES`).
 
     Raises:
         KeyError: A task without a baseline.
@@ -244,29 +245,23 @@ class TeacherTraining(Distiller):
 
         super().__init__(network)
         self.task = task
-        self.method: Distiller | None = None
-        if task != "detection":
-            options: dict[str, Any] = {}
-            head = getattr(network, "head", None) if task == "retrieval" else None
-            if head is not None:
-                options = {"num_ids": head.num_classes, "s": head.s}
-            self.method = build_distiller(BASELINES[task], network, **options)
-            if head is not None:  # train the network's own head: it ships with the teacher
-                self.method.head = head
+        options: dict[str, Any] = {}
+        head = getattr(network, "head", None) if task == "retrieval" else None
+        if head is not None:
+            options = {"num_ids": head.num_classes, "s": head.s}
+        self.method: Distiller = build_distiller(BASELINES[task], network, **options)
+        if head is not None:  # train the network's own head: it ships with the teacher
+            self.method.head = head
 
     def forward(self, x: Any, y: Any, index: Tensor | None = None) -> tuple[Any, dict[str, Tensor]]:
         """The baseline's outputs and losses on a batch (detection: ``(None, losses)``)."""
-        if self.method is None:
-            return None, self.student(x, list(y))
         return self.method(x, y, index)
 
     def bind_data(self, train_data: Any) -> None:
-        if self.method is not None:
-            self.method.bind_data(train_data)
+        self.method.bind_data(train_data)
 
     def on_epoch_start(self, epoch: int, epochs: int) -> None:
-        if self.method is not None:
-            self.method.on_epoch_start(epoch, epochs)
+        self.method.on_epoch_start(epoch, epochs)
 
     def state_dict(self, *args: Any, **kwargs: Any) -> Any:
         """The network's state dict (what the zoo saves)."""
