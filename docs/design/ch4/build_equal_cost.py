@@ -422,15 +422,17 @@ glue("kd_charged_x_dearest", KD_WAYS["KD, teacher charged"] / dearest,
         tags=["claim"],
     ),
     md(r"""
-**With its teacher free, offline KD beats the student alone given more compute.** KD's run
-costs more than one run alone (the cache fill) but less than two, so it meets the 40-epoch
-run. A teacher that exists would then be worth more than twice the epochs.
+**Even with its teacher free, offline KD does not beat the student alone given the same
+compute.** KD's run costs more than one run alone (the cache fill) but less than two, so it
+meets the 40-epoch run. We expected a teacher that exists to be worth more than twice the
+epochs; on this protocol it is not: the student alone for 40 epochs is ahead, with the whole
+interval below zero.
 """),
     code(
         """
 kd_free = tests["KD, teacher free"]
 if CHECK_CLAIMS:
-    assert kd_free["covered"] and kd_free["low"] > 0, (
+    assert kd_free["covered"] and kd_free["high"] < 0, (
         f"KD (teacher free) vs {kd_free['against']}: {kd_free['gain']:+.2f} "
         f"[{kd_free['low']:+.2f}, {kd_free['high']:+.2f}]"
     )
@@ -438,13 +440,23 @@ VERDICT = "holds" if CHECK_CLAIMS else "not checked"
 print(f"claim {VERDICT} at {SCALE} scale: KD, teacher free, against "
       f"{kd_free['against']}:")
 print(f"{kd_free['gain']:+.2f} points [{kd_free['low']:+.2f}, "
-      f"{kd_free['high']:+.2f}], better on {kd_free['better']} of "
+      f"{kd_free['high']:+.2f}], worse on {kd_free['worse']} of "
       f"{kd_free['seeds']} seeds")
 glue("kd_free_gain_eq", kd_free["gain"], display=False)
+glue("kd_free_low_eq", kd_free["low"], display=False)
+glue("kd_free_high_eq", kd_free["high"], display=False)
 """,
         tags=["claim"],
     ),
     md(r"""
+The reason, we think, is the same as for DML on {doc}`online`: after 20 epochs the student is
+still learning (the frontier above rises steeply from 20 to 40 epochs and flattens after),
+and an under-trained network gains more from more steps than from better targets. KD's
+published gains are measured at equal epochs on schedules long enough for the student alone
+to converge (240 epochs in RepDistiller's CIFAR-100 recipe), where more epochs alone buy
+nothing and a teacher's soft targets are the only thing left to add. Equal cost is not equal
+epochs, and which one a comparison holds fixed decides what it can show.
+
 **No teacher-free scheme beats the student alone at equal cost.** The online and
 self-distilled networks each spend more training than one run alone (extra peers,
 branches, heads, forward passes or generations); we expect none of them to beat the cheapest
@@ -475,10 +487,11 @@ Of the {glue:text}`n_tested` online and self-distilled networks tested,
 {glue:text}`n_wins` beat the cheapest run alone that cost at least as much, and
 {glue:text}`n_losses` lost to it with the whole interval below zero. The student alone gains
 {glue:text}`e40_gain:.2f` points from 40 epochs instead of 20: that is the bar a scheme
-costing about two runs must clear. Offline KD with a free teacher gains
-{glue:text}`kd_free_gain_eq:.2f` points over the cheapest run alone that cost as much; charged
-with its teacher's training it costs {glue:text}`kd_charged_x_dearest:.1f` times the dearest
-run alone.
+costing about two runs must clear. Offline KD with a free teacher ends
+{glue:text}`kd_free_gain_eq:.2f` points from the cheapest run alone that cost as much (95%
+interval {glue:text}`kd_free_low_eq:.2f` to {glue:text}`kd_free_high_eq:.2f`); charged with
+its teacher's training it costs {glue:text}`kd_charged_x_dearest:.1f` times the dearest run
+alone.
 
 ## Published gains beside ours
 
@@ -703,9 +716,9 @@ accurate is an "anytime" network, the point of self-distillation with exits
   image: a win over the cheapest such run is conclusive, a loss is not.
 - On this protocol the student alone still gains {glue:text}`e40_gain:.2f` points from 40
   epochs, and {glue:text}`n_wins` of the {glue:text}`n_tested` online and self-distilled
-  networks beat the run alone that cost as much. Offline KD with a free teacher gains
-  {glue:text}`kd_free_gain_eq:.2f` points over the cheapest run alone that cost as much; with
-  its teacher paid for it lies beyond the frontier.
+  networks beat the run alone that cost as much. Offline KD with a free teacher ends
+  {glue:text}`kd_free_gain_eq:.2f` points from the cheapest run alone that cost as much, the
+  40-epoch run; with its teacher paid for it lies beyond the frontier.
 - Published gains of online and self-distillation ({glue:text}`pub_min:.2f` to
   {glue:text}`pub_max:.2f` points on CIFAR-100) are measured at equal epochs, on larger
   networks and longer schedules; they and ours can be compared in direction only.

@@ -116,8 +116,8 @@ N_TEST = preset.test_size
 STUDENT = preset.pairs[0].student  # cnn_wide_s2
 SHAPE = (3, 32, 32)
 # the schemes of the suite this page reads (kdtutor/bench/schemes.py)
-SCHEMES = ["scratch", "scratch_r8", "dml2", "dml2_mixed", "dml4", "one",
-           "kdcl_naive", "kdcl_minlogit"]  # fmt: skip
+SCHEMES = ["scratch", "scratch_e40", "scratch_r8", "dml2", "dml2_mixed",
+           "dml4", "one", "kdcl_naive", "kdcl_minlogit"]  # fmt: skip
 torch.set_num_threads(1)
 seed_everything(SEED)
 
@@ -405,17 +405,24 @@ of the same CNN, a CNN and a ResNet, and four peers of the same CNN.
 code(
     r"""
 g = peer_gain["DML-2, peer 1"]
+e40 = gains(["scratch_e40/student"], "scratch/student")["scratch_e40/student"]
 if CHECK_CLAIMS:
-    assert g["low"] > 0, (
+    # the published direction (a gain) did not reproduce: we assert what we
+    # measured, no measurable gain, beside what 20 more epochs alone give
+    assert g["low"] < 0 < g["high"], (
         f"DML-2 peer 1's gain {g['gain']:+.2f} has interval "
-        f"[{g['low']:+.2f}, {g['high']:+.2f}]: not above the student alone"
+        f"[{g['low']:+.2f}, {g['high']:+.2f}]: the text says it covers 0"
     )
+    assert e40["low"] > g["high"], "40 epochs alone gain less than DML"
 VERDICT = "holds" if CHECK_CLAIMS else "not checked"
-print(f"claim {VERDICT} at {SCALE} scale: a DML peer beats the same network")
-print(f"trained alone: {g['gain']:+.2f} ± {g['gain_std']:.2f} points over "
-      f"{g['seeds']} seeds,")  # fmt: skip
-print(f"95% interval [{g['low']:+.2f}, {g['high']:+.2f}] over the test images, "
-      f"better on {g['better']} seeds")  # fmt: skip
+print(f"claim {VERDICT} at {SCALE} scale: a DML peer is not measurably better")
+print(f"than the same network trained alone: {g['gain']:+.2f} ± "
+      f"{g['gain_std']:.2f} points over {g['seeds']} seeds,")  # fmt: skip
+print(f"95% interval [{g['low']:+.2f}, {g['high']:+.2f}] over the test images "
+      f"(better on {g['better']}, worse on {g['worse']} seeds);")  # fmt: skip
+print(f"the network alone for 40 epochs instead of 20: {e40['gain']:+.2f} "
+      f"[{e40['low']:+.2f}, {e40['high']:+.2f}]")  # fmt: skip
+glue("e40_gain_online", float(e40["gain"]), display=False)
 glue("dml2_peer1_gain", float(g["gain"]), display=False)
 glue("dml2_peer1_low", float(g["low"]), display=False)
 glue("dml2_peer1_high", float(g["high"]), display=False)
@@ -430,15 +437,24 @@ for key, label in {
 )
 
 md(r"""
-Peer 1 ends {glue:text}`dml2_peer1_gain:.2f` points above the same network trained alone
-({numref}`fig-ch4-dml-gains`; 95% interval {glue:text}`dml2_peer1_low:.2f` to
-{glue:text}`dml2_peer1_high:.2f` over the test images), and peer 2
-{glue:text}`dml2_peer2_gain:.2f`. In the mixed pair, the CNN gains
+The published gain did not reproduce. Peer 1 ends {glue:text}`dml2_peer1_gain:.2f` points
+above the same network trained alone ({numref}`fig-ch4-dml-gains`; 95% interval
+{glue:text}`dml2_peer1_low:.2f` to {glue:text}`dml2_peer1_high:.2f` over the test images),
+and peer 2 {glue:text}`dml2_peer2_gain:.2f`: neither is distinguishable from zero, while two
+MobileNet peers on CIFAR-100 gained 2.7 points in a re-implementation of DML (the table on
+{doc}`equal-cost` lists the published figures). In the mixed pair, the CNN gains
 {glue:text}`dml_mixed_cnn_gain:.2f` points from learning beside a ResNet, and the ResNet
-{glue:text}`dml_mixed_resnet_gain:.2f` from learning beside the CNN. No peer here is a better
-network than the other to begin with: what one peer teaches is not more accuracy but a
-second opinion, a distribution over the wrong classes learned from a different initialisation
-(or architecture), which regularises the other the way a teacher's soft targets do.
+{glue:text}`dml_mixed_resnet_gain:.2f` from learning beside the CNN.
+
+Our reasoned guess is that DML's second opinion is a *regulariser*, and that our peers have
+nothing to be regularised against. What a peer teaches is not more accuracy but a
+distribution over the wrong classes learned from a different initialisation, which softens
+the other's targets the way a teacher's do. That helps a network that fits its training
+images too well, as a ResNet trained for 200 epochs on CIFAR-100's 50,000 images does. Our
+student is the opposite: after 20 epochs it is still learning, and the same network trained
+alone for 40 epochs gains {glue:text}`e40_gain_online:.2f` points. A network that is
+under-trained gains from more steps, not from softer targets. The exercise
+{ref}`ex-ch4-equal-cost` puts DML beside that longer run.
 
 ### Two peers or four
 

@@ -705,7 +705,7 @@ Generation 1 gains {glue:text}`ban_gen1_gain:+.2f` points over generation 0 (95%
 generations 0 to 2 gains {glue:text}`ban_ens_gain:+.2f` over its best member
 ({glue:text}`ban_ens_low:+.2f` to {glue:text}`ban_ens_high:+.2f`). Keep the costs in view
 when reading these numbers: generation $g$ has cost $g+1$ training runs, and the ensemble
-costs $g+1$ networks at every prediction; chapter {doc}`equal-cost` asks whether the student
+costs $g+1$ networks at every prediction; the page {doc}`equal-cost` asks whether the student
 alone, trained for as many FLOPs, would do as well.
 
 ## CS-KD: the same class as the teacher
