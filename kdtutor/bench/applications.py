@@ -50,10 +50,8 @@ never run again. :func:`write_application_gains` writes the gains with their int
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import hashlib
-import io
 import json
 import math
 import os
@@ -66,7 +64,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataNotFoundError, KDTutorError, unknown_name
-from .knowledge import method_hparams, run_tasks, suite_header, write_results
+from .knowledge import method_hparams, read_suite_csv, run_tasks, suite_header, write_results
 from .provenance import results_path, torch_threads
 from .significance import _percentile_bootstrap
 from .stats import mean_std
@@ -1160,20 +1158,8 @@ _NUMERIC = {"score": float, "best_score": float, "seconds": float, "flops_step":
 def _read(path: Path) -> tuple[list[dict[str, Any]], dict[str, str]]:
     """Rows (numbers converted, ``hparams`` and ``extra`` kept as JSON text) and the ``#
     key: value`` header of an applications CSV."""
-    if not path.exists():
-        raise DataNotFoundError(
-            f"no applications results at {path}: run `kdtutor bench --suite applications "
-            "--preset book` to produce them."
-        )
-    header: dict[str, str] = {}
-    lines = []
-    for line in path.read_text().splitlines():
-        if line.startswith("#"):
-            key, _, value = line[1:].strip().partition(":")
-            header[key.strip()] = value.strip()
-        elif line.strip():
-            lines.append(line)
-    rows = list(csv.DictReader(io.StringIO("\n".join(lines))))
+    text_rows, header = read_suite_csv(path, "kdtutor bench --suite applications --preset book")
+    rows: list[dict[str, Any]] = list(text_rows)
     missing = [c for c in APPLICATION_COLUMNS if rows and c not in rows[0]]
     if missing:
         raise KDTutorError(f"{path} is not an applications CSV (no columns {missing}).")

@@ -63,6 +63,7 @@ __all__ = [
     "load_results",
     "method_hparams",
     "preset_data",
+    "read_suite_csv",
     "resumed_rows",
     "run_one",
     "run_suite",
@@ -375,14 +376,14 @@ def suite_header(preset_name: str, command: str) -> list[str]:
     ]
 
 
-def load_results(path: str | os.PathLike[str]) -> tuple[list[dict[str, Any]], dict[str, str]]:
-    """Rows (with numeric fields converted) and the ``# key: value`` header of a suite CSV."""
+def read_suite_csv(
+    path: str | os.PathLike[str], command: str = "kdtutor bench --suite knowledge --preset book"
+) -> tuple[list[dict[str, str]], dict[str, str]]:
+    """The rows (as text) and the ``# key: value`` header of a suite's CSV; a missing file
+    raises :class:`~kdtutor.errors.DataNotFoundError` naming the ``command`` that writes it."""
     path = Path(path)
     if not path.exists():
-        raise DataNotFoundError(
-            f"no suite results at {path}: run `kdtutor bench --suite knowledge --preset book` "
-            "to produce them."
-        )
+        raise DataNotFoundError(f"no suite results at {path}: run `{command}` to produce them.")
     header: dict[str, str] = {}
     lines = []
     for line in path.read_text().splitlines():
@@ -391,8 +392,14 @@ def load_results(path: str | os.PathLike[str]) -> tuple[list[dict[str, Any]], di
             header[key.strip()] = value.strip()
         elif line.strip():
             lines.append(line)
-    rows = []
-    for row in csv.DictReader(lines):
+    return list(csv.DictReader(lines)), header
+
+
+def load_results(path: str | os.PathLike[str]) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """Rows (with numeric fields converted) and the ``# key: value`` header of a suite CSV."""
+    text_rows, header = read_suite_csv(path)
+    rows: list[dict[str, Any]] = []
+    for row in text_rows:
         for key in ("best_acc", "last_acc", "seconds"):
             row[key] = float(row[key])
         for key in ("seed", "best_epoch"):
