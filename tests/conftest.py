@@ -7,7 +7,7 @@ the test files need not say it; ``make test-fast`` runs ``unit`` and ``methods``
 
 - ``unit``: the package's parts (data, models, trainer, cache, CLI, zoo, bench, io), fast;
 - ``methods``: the distillation methods (losses, distillers, resume) and the coursework checkers;
-- ``notebooks``: executes notebooks (papermill and nbval at smoke scale, the uses recorder);
+- ``notebooks``: executes notebooks (papermill at smoke scale, the uses recorder);
 - ``book``: the built artefacts: the HTML book, the browser check, the book's generated pages
   and tables, the wheel installed outside the repository.
 
