@@ -735,6 +735,43 @@ $1/\eta$ of them changes the rung sizes; forgetting to multiply the epochs makes
 a 2-epoch rung; and an off-by-one in the stopping rule gives a fourth rung of one
 candidate, spending more than the 168 candidate-epochs.
 ````
+
+````{exercise} Successive halving, checked
+:label: ex-ch5-halving-check
+
+Write the allocation loop as `my_successive_halving(candidates, score, *, min_epochs,
+max_epochs, eta)` returning the winner (rung $k$ trains each survivor
+$\min(r_0 \eta^k, R)$ epochs and keeps the best $\lfloor n_k / \eta \rfloor$; the last rung,
+when at most one would survive, trains $R$ epochs), and check it with
+
+```python
+from kdtutor.coursework.architecture import check_successive_halving
+check_successive_halving(my_successive_halving)
+```
+
+The checker runs it on seven synthetic tables whose rankings change with the epochs and
+names the typical mistake when its calls differ from successive halving's.
+````
+
+````{solution} ex-ch5-halving-check
+:class: dropdown
+
+```python
+def my_successive_halving(candidates, score, *, min_epochs, max_epochs, eta):
+    rung, k = list(candidates), 0
+    while True:
+        last = len(rung) // eta <= 1
+        epochs = max_epochs if last else min(min_epochs * eta**k, max_epochs)
+        scores = {c: score(c, epochs) for c in rung}
+        ranked = sorted(rung, key=scores.get, reverse=True)
+        if last:
+            return ranked[0]
+        rung, k = ranked[: len(rung) // eta], k + 1
+
+
+check_successive_halving(my_successive_halving)
+```
+````
 """)
 
 md(r"""

@@ -656,6 +656,47 @@ ours, with the token, is a different setting.
 # ----------------------------------------------------------------------------------------------
 md(r"""
 ## Exercises
+
+````{exercise} DeiT's loss, checked
+:label: ex-ch5-deit-loss
+
+Write `my_deit_loss(z_cls, z_dist, z_teacher, y, mode, alpha, tau, eps)` returning DeiT's
+loss for a batch: $(1-\alpha)$ times the label-smoothed cross entropy of the class head, plus
+$\alpha$ times the teacher term on the distillation head, the cross entropy with the
+teacher's decisions (`mode="hard"`) or $\tau^2$ times the batch-mean KL of the softened
+outputs (`mode="soft"`). Check it with
+
+```python
+from kdtutor.coursework.architecture import check_deit_loss
+check_deit_loss(my_deit_loss)
+```
+
+which tries batches of 1 to 64 images, 3 to 100 classes and extreme logits, compares the
+gradients of both heads with a reference, and checks that the teacher receives none.
+````
+
+````{solution} ex-ch5-deit-loss
+:class: dropdown
+
+```python
+def my_deit_loss(z_cls, z_dist, z_teacher, y, mode, alpha, tau, eps):
+    label_term = F.cross_entropy(z_cls, y, label_smoothing=eps)
+    z_teacher = z_teacher.detach()  # the teacher is not trained
+    if mode == "hard":
+        teacher_term = F.cross_entropy(z_dist, z_teacher.argmax(dim=1))
+    else:
+        log_p = F.log_softmax(z_dist / tau, dim=1)
+        p_t = F.softmax(z_teacher / tau, dim=1)
+        teacher_term = tau**2 * F.kl_div(log_p, p_t, reduction="batchmean")
+    return (1 - alpha) * label_term + alpha * teacher_term
+
+
+check_deit_loss(my_deit_loss)
+```
+
+The smoothing belongs to the label term only: the teacher's hard decision is used as it is,
+as in the authors' code.
+````
 """)
 
 md(r"""
