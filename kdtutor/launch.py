@@ -167,10 +167,28 @@ def _task_splits(experiment: Experiment, smoke: bool) -> tuple[Any, Any]:
         min(SMOKE_SIZES["train"], sizes["train"]) if smoke else None
     )
     test_size = experiment.test_size or (min(SMOKE_SIZES["test"], sizes["test"]) if smoke else None)
-    return (
-        task_split(experiment.dataset, experiment.task, "train", train_size),
-        task_split(experiment.dataset, experiment.task, "test", test_size),
-    )
+    train = task_split(experiment.dataset, experiment.task, "train", train_size)
+    test = task_split(experiment.dataset, experiment.task, "test", test_size)
+    if experiment.task == "retrieval":
+        _check_positive_pairs(test, experiment.dataset)
+    return train, test
+
+
+def _check_positive_pairs(test: Any, dataset: str) -> None:
+    """Refuse a retrieval test split in which no identity appears twice: recall@k would have
+    no positive for any query (the faces' split deals its identities round-robin, so a prefix
+    shorter than twice their number holds each at most once)."""
+    labels = test.targets.tolist()
+    if len(set(labels)) == len(labels):
+        from .data.faces import FACE_SPLITS
+
+        identities = FACE_SPLITS["test"][1]
+        raise KDTutorError(
+            f"the {dataset!r} test split of {len(labels)} images holds no two images of one "
+            "identity, so retrieval has no positive pair to find: give --test-size of at "
+            f"least {2 * identities} (the split deals its {identities} identities in turn) or "
+            "leave it out."
+        )
 
 
 def _data_shape(data: Any) -> tuple[int, int, tuple[int, ...]]:

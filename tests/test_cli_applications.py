@@ -175,3 +175,14 @@ def test_models_lists_the_dense_networks(capsys):
     assert int(lines["tsn_s"][2].replace(",", "")) == sum(
         p.numel() for p in build_model("tsn_s", num_classes=10).parameters()
     )
+
+
+def test_a_faces_test_split_without_two_images_of_one_identity_is_refused(capsys):
+    # the test split deals its 200 identities in turn: 300 images hold each at most twice,
+    # 200 at most once, and then recall@k has no positive to find
+    argv = ["distill", "--task", "retrieval", "--dataset", "faces", "--student", "facenet_s",
+            "--method", "face_scratch", "--epochs", "1", "--train-size", "16", "--test-size",
+            "200", "--batch-size", "8"]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "no two images of one identity" in err and "--test-size of at least 400" in err
