@@ -558,22 +558,27 @@ def _names(value: str | None) -> list[str] | None:
     return names
 
 
+def _own_protocol_only(args: argparse.Namespace, suite: str, how: str) -> None:
+    """Refuse what a suite with its own protocols does not take: a preset other than smoke or
+    book, and the knowledge suite's options (``how`` says how its runs are chosen)."""
+    if args.preset not in ("smoke", "book"):
+        raise KDTutorError(f"--suite {suite} takes --preset smoke or book, not {args.preset!r}.")
+    given = [flag for flag, value in (("--methods", args.methods), ("--pairs", args.pairs),
+             ("--epochs", args.epochs), ("--tune", args.tune), ("--schemes", args.schemes),
+             ("--weights", args.weights != "published")) if value]  # fmt: skip
+    if given:
+        raise KDTutorError(f"--suite {suite} {how}, and drop {', '.join(given)}.")
+
+
 def _bench_algorithms(args: argparse.Namespace) -> int:
     from .bench.algorithms import run_algorithms_suite
     from .bench.stats import mean_std
     from .train import parse_seeds
 
-    if args.preset not in ("smoke", "book"):
-        raise KDTutorError(f"--suite algorithms takes --preset smoke or book, not {args.preset!r}.")
-    given = [flag for flag, value in (("--methods", args.methods), ("--pairs", args.pairs),
-             ("--epochs", args.epochs), ("--tune", args.tune), ("--schemes", args.schemes),
-             ("--weights", args.weights != "published")) if value]  # fmt: skip
-    if given:
-        raise KDTutorError(
-            f"--suite algorithms runs each algorithm with its own data, teacher and schedule: "
-            f"choose runs with --families or --labels (kdtutor.bench.algorithms.ALGORITHMS), "
-            f"and drop {', '.join(given)}."
-        )
+    _own_protocol_only(
+        args, "algorithms", "runs each algorithm with its own data, teacher and schedule: "
+        "choose runs with --families or --labels (kdtutor.bench.algorithms.ALGORITHMS)",
+    )  # fmt: skip
     rows = run_algorithms_suite(
         args.preset,
         families=_names(args.families),
@@ -600,18 +605,10 @@ def _bench_applications(args: argparse.Namespace) -> int:
     from .bench.stats import mean_std
     from .train import parse_seeds
 
-    if args.preset not in ("smoke", "book"):
-        raise KDTutorError(
-            f"--suite applications takes --preset smoke or book, not {args.preset!r}."
-        )
-    given = [flag for flag, value in (("--methods", args.methods), ("--pairs", args.pairs),
-             ("--epochs", args.epochs), ("--tune", args.tune), ("--schemes", args.schemes),
-             ("--weights", args.weights != "published")) if value]  # fmt: skip
-    if given:
-        raise KDTutorError(
-            f"--suite applications runs each task's protocol (kdtutor.bench.applications."
-            f"APP_PROTOCOL): choose runs with --tasks or --labels, and drop {', '.join(given)}."
-        )
+    _own_protocol_only(
+        args, "applications", "runs each task's protocol (kdtutor.bench.applications."
+        "APP_PROTOCOL): choose runs with --tasks or --labels",
+    )  # fmt: skip
     rows = run_applications_suite(
         args.preset,
         tasks=_names(args.tasks),
