@@ -64,7 +64,14 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataNotFoundError, KDTutorError, unknown_name
-from .knowledge import method_hparams, read_suite_csv, run_tasks, suite_header, write_results
+from .knowledge import (
+    method_hparams,
+    read_suite_csv,
+    resumed_rows,
+    run_tasks,
+    suite_header,
+    write_results,
+)
 from .provenance import results_path, torch_threads
 from .significance import _percentile_bootstrap
 from .stats import mean_std
@@ -1179,24 +1186,6 @@ def load_applications(path: str | os.PathLike[str]) -> tuple[list[dict[str, Any]
     return rows, header
 
 
-def _resumed(path: Path, preset: str) -> list[dict[str, Any]]:
-    """The rows already in ``path`` (none when it does not exist), after checking that its
-    folder exists and that it holds ``preset``'s results."""
-    if not path.parent.is_dir():
-        raise KDTutorError(
-            f"cannot write suite results to {path}: the folder {path.parent} does not exist."
-        )
-    if not path.exists():
-        return []
-    rows, header = _read(path)
-    if header.get("preset", preset) != preset:
-        raise KDTutorError(
-            f"{path} holds results of preset {header.get('preset')!r}, not {preset!r}: choose "
-            "another --out or delete the file."
-        )
-    return rows
-
-
 def _run_task(task: tuple[Application, int, str]) -> dict[str, Any]:
     """One (entry, seed) of the suite (module level: worker processes run it)."""
     entry, seed, preset = task
@@ -1253,7 +1242,7 @@ def run_applications_suite(
             raise KDTutorError(f"seeds must be non-negative integers, got {seeds!r}.")
     run_seeds = list(seeds) if seeds is not None else ([0, 1, 2] if preset == "book" else [0])
     path = Path(out) if out is not None else default_applications_path(preset)
-    rows = _resumed(path, preset)
+    rows = resumed_rows(path, preset, load=_read)
     done = {(r["task"], r["label"], int(r["seed"])) for r in rows}
     header = suite_header(preset, command or "kdtutor " + " ".join(sys.argv[1:]))
     todo = [(a, s, preset) for a in chosen for s in (a.seeds or run_seeds)

@@ -424,17 +424,21 @@ def write_results(
     atomic_write_text(path, buffer.getvalue())
 
 
-def resumed_rows(path: Path, preset_name: str) -> list[dict[str, Any]]:
+def resumed_rows(
+    path: Path,
+    preset_name: str,
+    load: Callable[[Path], tuple[list[dict[str, Any]], dict[str, str]]] = load_results,
+) -> list[dict[str, Any]]:
     """The rows a suite resumes from: those already in its CSV ``path`` (none when it does
     not exist yet), after checking that its folder exists and that it holds results of
-    ``preset_name``."""
+    ``preset_name``. ``load`` reads the suite's CSV (default: :func:`load_results`)."""
     if not path.parent.is_dir():
         raise KDTutorError(
             f"cannot write suite results to {path}: the folder {path.parent} does not exist."
         )
     if not path.exists():
         return []
-    rows, old = load_results(path)
+    rows, old = load(path)
     if canonical_preset(old.get("preset", preset_name)) != preset_name:
         raise KDTutorError(
             f"{path} holds results of preset {old.get('preset')!r}, not {preset_name!r}: "
