@@ -38,6 +38,9 @@ CHROMIUM_ARGS = [
     "--disable-backgrounding-occluded-windows",
 ]
 BATCH = 8
+# Playwright waits 30 s by default; a batch of pages on a busy 2-core CI machine (another test
+# worker executing notebooks beside it) can take longer than that to go network-idle.
+PAGE_TIMEOUT_MS = 180_000
 """Pages loaded at once: their loads and network-idle waits overlap (one at a time, the
 0.5 s idle wait of each of ~180 pages made the check take minutes)."""
 SKIP_PAGES = {"search.html", "genindex.html"}
@@ -113,6 +116,7 @@ def check(html: Path, screenshots: Path | None = None, chapter: str | None = Non
     with serve(html) as base, sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         context = browser.new_context(viewport={"width": 1280, "height": 900})
+        context.set_default_timeout(PAGE_TIMEOUT_MS)
 
         def route(route_obj) -> None:  # block anything that is not our local server
             if route_obj.request.url.startswith(base):
