@@ -60,8 +60,9 @@ EXAMPLES = {
   kdtutor bench --suite knowledge --preset book --weights tuned      # the suite at tuned weights
   kdtutor bench --suite schemes --preset book --jobs 2               # offline, online, self
   kdtutor bench --suite architecture --preset smoke
-  kdtutor bench --suite architecture --preset book --jobs 2          # capacity gap, TAKD, DeiT
+  kdtutor bench --suite architecture --preset book --jobs 2          # gap, ESKD, TAKD, ViT pilot
   kdtutor bench --suite architecture --preset book --schemes vit_pilot_sgd,vit_pilot_adamw
+  kdtutor bench --suite architecture --preset book --deit adamw --jobs 2   # + DeiT's rows
   kdtutor bench --suite algorithms --preset smoke --families quantized
   kdtutor bench --suite algorithms --preset book --jobs 2            # chapter 6 (resumable)
   kdtutor bench --suite algorithms --preset book --labels dafl,deepinversion --seeds 0
@@ -456,6 +457,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         )
     if args.tasks and args.suite != "applications":
         raise KDTutorError("--tasks chooses the tasks of --suite applications.")
+    if (args.deit or args.searched) and args.suite != "architecture":
+        raise KDTutorError("--deit and --searched add rows to --suite architecture only.")
     if args.speed:
         return _bench_speed(args)
     if args.levers:
@@ -635,6 +638,22 @@ def _mean_or_dash(values: Sequence[Any], width: int) -> str:
     return f"{sum(numbers) / len(numbers):>{width}.2f}" if numbers else f"{'-':>{width}}"
 
 
+def _architecture_extra(args: argparse.Namespace) -> tuple[Any, ...]:
+    """The rows ``--deit`` and ``--searched`` add to the architecture suite's catalogue."""
+    from .bench.architecture import deit_schemes, searched_schemes
+
+    extra: list[Any] = list(deit_schemes(args.deit)) if args.deit else []
+    for value in args.searched or ():
+        tag, sep, spec = value.partition("=")
+        if not sep or not tag.strip() or not spec.strip():
+            raise KDTutorError(
+                f"--searched takes TAG=SPEC, e.g. halving=\"convnet(widths=(8,16,32,64))\", "
+                f"got {value!r}."
+            )
+        extra += searched_schemes(spec.strip(), tag.strip())
+    return tuple(extra)
+
+
 def _bench_architecture(args: argparse.Namespace) -> int:
     from .bench.architecture import run_architecture_suite
     from .bench.stats import mean_std
@@ -643,7 +662,7 @@ def _bench_architecture(args: argparse.Namespace) -> int:
         args, "architecture", "runs each scheme with its own teacher, student and epochs: "
         "choose schemes with --schemes (kdtutor.bench.architecture.ARCHITECTURE)"
     )  # fmt: skip
-    rows = run_architecture_suite(args.preset, **options)
+    rows = run_architecture_suite(args.preset, extra=_architecture_extra(args), **options)
     print(
         f"{'scheme/network':<24} {'split':<5} {'last %':>14} {'teacher %':>9} {'agree %':>8} "
         f"{'TFLOPs':>8} {'seeds':>5}  student"
@@ -1153,6 +1172,22 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="--suite schemes or architecture: comma-separated scheme labels (default: all; "
         "see kdtutor.bench.schemes.SCHEMES and kdtutor.bench.architecture.ARCHITECTURE)",
+    )
+    p.add_argument(
+        "--deit",
+        choices=["sgd", "adamw"],
+        default=None,
+        help="--suite architecture: add DeiT's rows (the ViT alone, DeiT hard and soft) "
+        "trained with this optimiser, the one the ViT pilot chose "
+        "(kdtutor.bench.architecture.deit_schemes)",
+    )
+    p.add_argument(
+        "--searched",
+        action="append",
+        metavar="TAG=SPEC",
+        default=None,
+        help="--suite architecture: add a searched student's rows, kd_TAG and scratch_TAG "
+        "(the winner of `kdtutor search`; repeatable)",
     )
     p.add_argument(
         "--families",

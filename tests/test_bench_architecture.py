@@ -18,7 +18,6 @@ from kdtutor.bench.architecture import (
     ARCHITECTURE_COLUMNS,
     FAMILY,
     PARTS,
-    PENDING_ARCHITECTURE,
     PUBLISHED_ARCHITECTURE,
     TEACHER,
     VIT_ALONE,
@@ -188,13 +187,15 @@ def test_every_entry_names_a_method_a_buildable_student_and_a_known_teacher():
     assert all(s.split == "val" for s in ARCHITECTURE if s.label.startswith("vit_pilot"))
 
 
-def test_pending_entries_are_exactly_those_waiting_for_the_zoo_family():
-    """The capacity-gap rows wait for the family's zoo teachers, whose recipes are
-    cnn_large's design at other widths with cnn_large's own recipe."""
-    assert {s.label for s in PENDING_ARCHITECTURE} == {
-        f"kd_{w}{s}" for w in ("w8", "w16", "w48") for s in ("", "_tiny")
+def test_the_gap_part_teaches_both_students_from_every_width_of_the_family():
+    """The capacity-gap rows: each student taught by the family's four widths, whose zoo
+    recipes are cnn_large's design at other widths with cnn_large's own recipe."""
+    gap = [s for s in ARCHITECTURE if s.label in PARTS["gap"] and s.method == "kd"]
+    assert {s.label for s in gap} == {
+        f"kd_{w}{s}" for w in ("w8", "w16", "w32", "w48") for s in ("", "_tiny")
     }
-    for scheme in PENDING_ARCHITECTURE:
+    assert {s.teacher for s in gap if s.label.startswith("kd_w32")} == {TEACHER}
+    for scheme in (s for s in gap if not s.label.startswith("kd_w32")):
         recipe = get_recipe(scheme.teacher)
         width = scheme.teacher.removeprefix("zoo:shapes_cnn_")
         assert recipe.train == get_recipe("shapes_cnn_large").train

@@ -20,9 +20,9 @@ the teachers and paths of one student.
 
 The parts (:data:`PARTS`):
 
-* ``gap``: the student alone and KD from the book's teacher, for ``cnn_wide_s2`` and
-  ``cnn_tiny_s2``. The capacity-gap curve needs more teachers of the same design: the zoo
-  family ``shapes_cnn_w8``, ``w16``, ``w48`` (:data:`PENDING_ARCHITECTURE`, not trained yet).
+* ``gap``: the student alone and KD from each teacher of one design at four widths (the zoo
+  family ``shapes_cnn_w8``, ``w16``, ``shapes_cnn_large`` (w32), ``w48``: :data:`FAMILY`),
+  for ``cnn_wide_s2`` and ``cnn_tiny_s2``: the capacity-gap curve.
 * ``es``: KD stopped early (ESKD, after Cho & Hariharan, 2019) at epochs 5 and 10.
 * ``takd``: teacher-assistant paths (Mirzadeh et al., 2020) from ``shapes_cnn_large``
   through the family's architectures w16 and w8 trained as students
@@ -59,7 +59,6 @@ __all__ = [
     "ARCHITECTURE_COLUMNS",
     "FAMILY",
     "PARTS",
-    "PENDING_ARCHITECTURE",
     "PUBLISHED_ARCHITECTURE",
     "SEARCH_SETTINGS",
     "STRATEGIES",
@@ -87,8 +86,9 @@ FAMILY: dict[str, str] = {
 }
 """One design at four widths, ``cnn_large``'s (4 stages of 2 blocks, stride-2 stem), as model
 specs: w32 is ``cnn_large`` itself. w16 and w8 are the teacher assistants of the ``takd`` part
-(trained as students, by the protocol); as zoo teachers (trained alone by the teacher's
-recipe) they make the capacity-gap curve, which waits for them (:data:`PENDING_ARCHITECTURE`)."""
+(trained as students, by the protocol); as zoo teachers ``shapes_cnn_w8``, ``w16``, ``w48``
+(trained alone by ``shapes_cnn_large``'s recipe, in :mod:`kdtutor.zoo_recipes.shapes`) they
+make the capacity-gap curve."""
 
 ARCHITECTURE_COLUMNS: tuple[str, ...] = (*SCHEME_COLUMNS, *EXTRA_COLUMNS)
 """The schemes suite's columns, then :data:`~kdtutor.bench.schemes.EXTRA_COLUMNS`: ``split``,
@@ -108,12 +108,23 @@ _TINY = "cnn_tiny_s2"
 _R8 = "resnet8_half_s2"
 _PILOT = {"epochs": 5, "split": "val", "student": VIT_ALONE, "hparams": {"label_smoothing": 0.1}}
 
+
+def _gap(suffix: str, student: str | None) -> tuple[Scheme, ...]:
+    """KD from the family's other widths (w32 is the book's teacher, listed by hand)."""
+    return tuple(
+        Scheme(f"kd_{width}{suffix}", "kd", teacher=f"zoo:shapes_cnn_{width}", student=student)
+        for width in ("w8", "w16", "w48")
+    )
+
+
 ARCHITECTURE: tuple[Scheme, ...] = (
     # gap: the students alone and taught by the book's teacher (w32)
     Scheme("scratch", "scratch"),
     Scheme("kd_w32", "kd", teacher=TEACHER),
+    *_gap("", None),
     Scheme("scratch_tiny", "scratch", student=_TINY),
     Scheme("kd_w32_tiny", "kd", teacher=TEACHER, student=_TINY),
+    *_gap("_tiny", _TINY),
     # es: KD stopped early
     Scheme("eskd_5", "eskd", {"kd_epochs": 5}, teacher=TEACHER),
     Scheme("eskd_10", "eskd", {"kd_epochs": 10}, teacher=TEACHER),
@@ -128,14 +139,19 @@ ARCHITECTURE: tuple[Scheme, ...] = (
     Scheme("vit_pilot_sgd", "scratch", **_PILOT),
     Scheme("vit_pilot_adamw", "scratch", train=ADAMW, **_PILOT),
 )
-"""The chapter's schemes that can run today, in the order of :data:`PARTS`. Labels name the
+"""The chapter's schemes, in the order of :data:`PARTS` (DeiT's final rows and the searched
+students' come from :func:`deit_schemes` and :func:`searched_schemes`, as they depend on a
+pilot and a search). Labels name the
 teacher by its family width (``kd_w32``: KD from ``cnn_large``) and the student by a suffix
 (``_tiny``: ``cnn_tiny_s2``, ``_r8``: ``resnet8_half_s2``; none: ``cnn_wide_s2``). The TAKD
 students start from the same weights and see the same batches as ``kd_w32`` of the same seed,
 so TAKD and direct KD are paired image by image."""
 
 PARTS: dict[str, tuple[str, ...]] = {
-    "gap": ("scratch", "kd_w32", "scratch_tiny", "kd_w32_tiny"),
+    "gap": (
+        *("scratch", "kd_w8", "kd_w16", "kd_w32", "kd_w48"),
+        *("scratch_tiny", "kd_w8_tiny", "kd_w16_tiny", "kd_w32_tiny", "kd_w48_tiny"),
+    ),
     "es": ("scratch", "kd_w32", "eskd_5", "eskd_10"),
     "takd": ("scratch", "kd_w32", "takd_w16", "takd_w8", "takd_w16_w8"),
     "search": ("scratch", "kd_w32", "scratch_r8", "kd_r8"),
@@ -143,18 +159,6 @@ PARTS: dict[str, tuple[str, ...]] = {
 }
 """The labels of each part of :data:`ARCHITECTURE` (a part's baseline and direct KD are
 shared with the others)."""
-
-PENDING_ARCHITECTURE: tuple[Scheme, ...] = tuple(
-    Scheme(f"kd_{width}{suffix}", "kd", teacher=f"zoo:shapes_cnn_{width}", student=student)
-    for suffix, student in (("", None), ("_tiny", _TINY))
-    for width in ("w8", "w16", "w48")
-)
-"""The capacity-gap rows that wait for the zoo family: KD from ``shapes_cnn_w8``, ``w16`` and
-``w48`` (:data:`FAMILY`'s architectures trained alone by ``shapes_cnn_large``'s recipe, in
-:mod:`kdtutor.zoo_recipes.shapes`), for ``cnn_wide_s2`` and ``cnn_tiny_s2``. Move them into
-:data:`ARCHITECTURE` once the three teachers are trained (``kdtutor zoo train
-shapes_cnn_w48``)."""
-
 
 def deit_schemes(optimizer: str = "sgd") -> tuple[Scheme, Scheme, Scheme]:
     """DeiT's rows with the optimiser the pilot chose (:func:`pilot_choice`): the ViT alone
