@@ -23,6 +23,7 @@ from kdtutor.bench.architecture import (
     VIT_ALONE,
     default_budget,
     deit_schemes,
+    page_rows,
     pilot_choice,
     run_architecture_suite,
     run_search,
@@ -481,3 +482,26 @@ def test_published_numbers_are_sourced_and_their_gains_add_up():
 
 def test_extra_columns_are_the_architecture_suites():
     assert ARCHITECTURE_COLUMNS == (*SCHEME_COLUMNS, *EXTRA_COLUMNS)
+
+
+def test_a_page_reads_the_book_csv_and_names_the_commands_for_rows_it_lacks(
+    tmp_path, monkeypatch
+):
+    """At book scale page_rows reads architecture_book.csv from the results folder, keeps the
+    rows asked for, and refuses a scheme lacking a seed with the commands that make it."""
+    monkeypatch.setenv("KDTUTOR_RESULTS", str(tmp_path))
+    monkeypatch.setenv("KDTUTOR_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "architecture_book.csv"
+    seeds = list(PRESETS["book"].seeds)
+    run_architecture_suite("smoke", schemes=["scratch"], seeds=seeds, out=out, log=None)
+    run_architecture_suite("smoke", schemes=["kd_w32"], seeds=seeds[:1], out=out, log=None)
+    rows, header = page_rows("book", ["scratch"])
+    assert sorted(int(r["seed"]) for r in rows) == seeds
+    assert {r["scheme"] for r in rows} == {"scratch"} and header["preset"] == "smoke"
+    with pytest.raises(KDTutorError) as info:
+        page_rows("book", ["scratch", "kd_w32", "vit_alone"], extra=deit_schemes("adamw"),
+                  before=["kdtutor zoo train shapes_cnn_w48"])  # fmt: skip
+    message = str(info.value)
+    assert "lacks rows of kd_w32, vit_alone" in message and "scratch," not in message
+    assert message.index("kdtutor zoo train") < message.index("kdtutor bench")
+    assert "--deit adamw --schemes kd_w32,vit_alone" in message

@@ -6,14 +6,22 @@ from __future__ import annotations
 
 import csv
 import json
+import shlex
 
 import pytest
 import torch
 
-from kdtutor.bench.architecture import ARCHITECTURE_COLUMNS, FAMILY
+from kdtutor.bench.architecture import (
+    ARCHITECTURE_COLUMNS,
+    FAMILY,
+    deit_schemes,
+    run_architecture_suite,
+    searched_schemes,
+    suite_command,
+)
 from kdtutor.bench.knowledge import PRESETS, run_one
 from kdtutor.bench.schemes import SCHEME_COLUMNS, load_schemes
-from kdtutor.cli import main
+from kdtutor.cli import _architecture_extra, build_parser, main
 
 torch.set_num_threads(1)
 
@@ -47,6 +55,41 @@ def test_bench_architecture_writes_its_columns_and_prints_a_table(tmp_path, caps
     table = printed[printed.index("scheme/network") :]
     kd_line = next(line for line in table.splitlines() if line.startswith("kd_w32/student"))
     assert f"{rows['kd_w32/student']['teacher_acc']:.2f}" in kd_line
+
+
+def test_deit_and_searched_options_add_the_rows_the_package_would_run(tmp_path, capsys):
+    """``--deit adamw`` runs deit_schemes("adamw")'s rows and ``--searched TAG=SPEC``
+    searched_schemes(SPEC, TAG)'s: the same predictions image by image as the package's
+    own suite given those schemes."""
+    out = tmp_path / "cli.csv"
+    argv = ["bench", "--suite", "architecture", "--preset", "smoke", "--seeds", "0",
+            "--deit", "adamw", "--searched", f"mini={W8}", "--schemes", "vit_alone,kd_mini",
+            "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0, capsys.readouterr().err
+    cli = {r["method"]: r for r in load_schemes(out)[0]}
+    assert set(cli) == {"vit_alone/student", "kd_mini/student"}
+    assert cli["kd_mini/student"]["student"] == W8
+    extra = (*deit_schemes("adamw"), *searched_schemes(W8, "mini"))
+    package = run_architecture_suite(
+        "smoke", schemes=["vit_alone", "kd_mini"], extra=extra, seeds=[0],
+        out=tmp_path / "package.csv", log=None,
+    )  # fmt: skip
+    for row in package:
+        assert cli[row["method"]]["correct"] == row["correct"], row["method"]
+        assert cli[row["method"]]["hparams"] == row["hparams"]
+
+
+def test_the_suite_command_of_a_page_makes_the_rows_it_names():
+    """suite_command's flags, parsed by the CLI, give back the extra schemes it was given."""
+    extra = (*deit_schemes("adamw"), *searched_schemes(W8, "halving"))
+    command = suite_command(["kd_w48", "deit_soft", "scratch_halving"], extra)
+    argv = shlex.split(command)
+    assert argv[:2] == ["kdtutor", "bench"]
+    args = build_parser().parse_args(argv[1:])
+    assert args.schemes == "kd_w48,deit_soft,scratch_halving" and args.jobs == 2
+    assert sorted(map(repr, _architecture_extra(args))) == sorted(map(repr, extra))
+    assert "--deit" not in suite_command(["kd_w48"], extra)
+    assert "--deit sgd" in suite_command(["vit_alone"], deit_schemes("sgd"))
 
 
 def test_bench_schemes_still_writes_the_schemes_columns(tmp_path, capsys):
@@ -121,6 +164,12 @@ def test_search_prints_the_winner_and_keeps_its_scores(tmp_path, capsys):
          "--schemes"),
         (["bench", "--suite", "architecture", "--preset", "smoke", "--schemes", "kd_w33"],
          "Did you mean 'kd_w32'"),
+        (["bench", "--suite", "architecture", "--preset", "smoke", "--searched", "w8"],
+         "TAG=SPEC"),
+        (["bench", "--suite", "architecture", "--preset", "smoke", "--searched",
+          "w8=cnn_tiny:w.pt"], "registry model spec"),
+        (["bench", "--suite", "schemes", "--preset", "smoke", "--deit", "sgd"],
+         "--suite architecture only"),
     ],
 )  # fmt: skip
 def test_bad_input_exits_2_with_a_clear_message(argv, message, capsys):

@@ -73,6 +73,7 @@ __all__ = [
     "run_architecture_suite",
     "run_search",
     "searched_schemes",
+    "suite_command",
 ]
 
 TEACHER = "zoo:shapes_cnn_large"
@@ -290,24 +291,93 @@ def run_architecture_suite(
     )
 
 
+def _searched_or_none(spec: str, tag: str) -> tuple[Scheme, ...]:
+    try:
+        return searched_schemes(spec, tag)
+    except KDTutorError:
+        return ()
+
+
+def suite_command(
+    schemes: Sequence[str], extra: Sequence[Scheme] = (), jobs: int = 2
+) -> str:
+    """The ``kdtutor bench`` command that runs ``schemes`` of :data:`ARCHITECTURE` and of
+    ``extra`` (DeiT's rows become ``--deit``, a searched student's ``--searched TAG=SPEC``).
+
+    Raises:
+        KDTutorError: a label that neither :data:`ARCHITECTURE` nor ``extra`` holds, or an
+            extra row that no option of the command makes.
+    """
+    by_label = {s.label: s for s in (*ARCHITECTURE, *extra)}
+    unknown = [label for label in schemes if label not in by_label]
+    if unknown:
+        raise KDTutorError(f"unknown schemes {unknown}: see kdtutor.bench.architecture.")
+    listed = {s.label for s in ARCHITECTURE}
+    flags: dict[str, None] = {}
+    for label in schemes:
+        if label in listed:
+            continue
+        scheme = by_label[label]
+        tag = label.split("_", 1)[-1]
+        if scheme in deit_schemes("adamw") or scheme in deit_schemes("sgd"):
+            flags[f"--deit {'adamw' if scheme.train else 'sgd'}"] = None
+        elif scheme.student and scheme in _searched_or_none(scheme.student, tag):
+            flags[f'--searched {tag}="{scheme.student}"'] = None
+        else:
+            raise KDTutorError(
+                f"no option of `kdtutor bench` makes the row {label!r}: pass its scheme to "
+                "run_architecture_suite(..., extra=...)."
+            )
+    return " ".join(
+        ["kdtutor bench --suite architecture --preset book", f"--jobs {jobs}", *flags,
+         f"--schemes {','.join(schemes)}"]
+    )  # fmt: skip
+
+
 def page_rows(
-    scale: str, schemes: Sequence[str] | None = None, *, rerun: bool = False, jobs: int = 2
+    scale: str,
+    schemes: Sequence[str] | None = None,
+    *,
+    extra: Sequence[Scheme] = (),
+    rerun: bool = False,
+    jobs: int = 2,
+    before: Sequence[str] = (),
 ) -> tuple[list[dict[str, Any]], dict[str, str]]:
-    """The architecture suite's rows and header, as a page of chapter 5 reads them: at
-    ``"smoke"`` scale a tiny suite of ``schemes`` (default: all of :data:`ARCHITECTURE`) runs
+    """The rows of ``schemes`` (default: all of :data:`ARCHITECTURE` and ``extra``) and the
+    CSV's header, as a page of chapter 5 reads them: at ``"smoke"`` scale a tiny suite runs
     now into a temporary folder (which also takes the disk cache, ``KDTUTOR_CACHE``); at any
     other scale the committed ``data/results/architecture_book.csv`` is read (``rerun``: its
-    missing runs are made first). See :func:`kdtutor.bench.schemes.page_rows`."""
-    return _schemes_page_rows(
+    missing runs are made first, hours). See :func:`kdtutor.bench.schemes.page_rows`.
+
+    Raises:
+        KDTutorError: at book scale, a (scheme, seed) of the preset's seeds that the CSV
+            lacks; the message gives the commands that make it (``before`` first, e.g.
+            ``kdtutor zoo train ...``, then :func:`suite_command`).
+    """
+    catalogue = (*ARCHITECTURE, *extra)
+    labels = list(schemes) if schemes is not None else [s.label for s in catalogue]
+    rows, header = _schemes_page_rows(
         scale,
-        schemes,
+        labels,
         rerun=rerun,
         jobs=jobs,
-        catalogue=ARCHITECTURE,
+        catalogue=catalogue,
         columns=ARCHITECTURE_COLUMNS,
         pair_by="student",
         name="architecture",
     )
+    if scale != "smoke":
+        seeds = [str(seed) for seed in get_preset("book").seeds]
+        have = {(r["scheme"], str(r["seed"])) for r in rows}
+        lacking = [s for s in labels if any((s, k) not in have for k in seeds)]
+        if lacking:
+            commands = [*before, suite_command(lacking, extra, jobs)]
+            raise KDTutorError(
+                f"{default_architecture_path('book').name} lacks rows of {', '.join(lacking)} "
+                f"(seeds {', '.join(seeds)}). Set RERUN = True in the parameters cell (hours), "
+                "or run:\n" + "\n".join(f"  {c}" for c in commands)
+            )
+    return [r for r in rows if r["scheme"] in labels], header
 
 
 # -- searched students -----------------------------------------------------------------------
