@@ -647,7 +647,7 @@ def _architecture_extra(args: argparse.Namespace) -> tuple[Any, ...]:
         tag, sep, spec = value.partition("=")
         if not sep or not tag.strip() or not spec.strip():
             raise KDTutorError(
-                f"--searched takes TAG=SPEC, e.g. halving=\"convnet(widths=(8,16,32,64))\", "
+                f'--searched takes TAG=SPEC, e.g. halving="convnet(widths=(8,16,32,64))", '
                 f"got {value!r}."
             )
         extra += searched_schemes(spec.strip(), tag.strip())

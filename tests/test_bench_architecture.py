@@ -484,9 +484,7 @@ def test_extra_columns_are_the_architecture_suites():
     assert ARCHITECTURE_COLUMNS == (*SCHEME_COLUMNS, *EXTRA_COLUMNS)
 
 
-def test_a_page_reads_the_book_csv_and_names_the_commands_for_rows_it_lacks(
-    tmp_path, monkeypatch
-):
+def test_a_page_reads_the_book_csv_and_names_the_commands_for_rows_it_lacks(tmp_path, monkeypatch):
     """At book scale page_rows reads architecture_book.csv from the results folder, keeps the
     rows asked for, and refuses a scheme lacking a seed with the commands that make it."""
     monkeypatch.setenv("KDTUTOR_RESULTS", str(tmp_path))

@@ -161,6 +161,7 @@ PARTS: dict[str, tuple[str, ...]] = {
 """The labels of each part of :data:`ARCHITECTURE` (a part's baseline and direct KD are
 shared with the others)."""
 
+
 def deit_schemes(optimizer: str = "sgd") -> tuple[Scheme, Scheme, Scheme]:
     """DeiT's rows with the optimiser the pilot chose (:func:`pilot_choice`): the ViT alone
     (``vit_alone``: label smoothing 0.1, no token), DeiT's hard distillation with the token
@@ -298,9 +299,7 @@ def _searched_or_none(spec: str, tag: str) -> tuple[Scheme, ...]:
         return ()
 
 
-def suite_command(
-    schemes: Sequence[str], extra: Sequence[Scheme] = (), jobs: int = 2
-) -> str:
+def suite_command(schemes: Sequence[str], extra: Sequence[Scheme] = (), jobs: int = 2) -> str:
     """The ``kdtutor bench`` command that runs ``schemes`` of :data:`ARCHITECTURE` and of
     ``extra`` (DeiT's rows become ``--deit``, a searched student's ``--searched TAG=SPEC``).
 
