@@ -96,6 +96,7 @@ EXAMPLES = {
   kdtutor zoo list
   kdtutor zoo verify
   kdtutor zoo train shapes_cnn_large
+  kdtutor zoo train shapes_cnn_large --snapshots 5,10,20   # early-stopped teachers, in the cache
   KDTUTOR_DATA=~/datasets kdtutor zoo train cifar100_resnet56   # on a GPU; kept in $KDTUTOR_DATA/teachers""",
 }
 
@@ -325,6 +326,8 @@ def cmd_datasets(args: argparse.Namespace) -> int:
 def cmd_zoo(args: argparse.Namespace) -> int:
     from . import zoo
 
+    if args.snapshots and args.action != "train":
+        raise KDTutorError("--snapshots goes with `kdtutor zoo train NAME`.")
     if args.action == "list":
         trained = zoo.trained_teachers()
         print(
@@ -367,10 +370,32 @@ def cmd_zoo(args: argparse.Namespace) -> int:
         raise KDTutorError(
             "`kdtutor zoo train` needs a teacher name; `kdtutor zoo list` lists them."
         )
+    if args.snapshots:
+        return _train_snapshots(args)
     overrides = {"epochs": args.epochs} if args.epochs else {}
     entry = zoo.train_teacher(args.name, progress=args.progress, **overrides)
     if entry:  # empty on the processes of a torchrun launch other than rank 0
         print(json.dumps(entry, indent=2))
+    return 0
+
+
+def _train_snapshots(args: argparse.Namespace) -> int:
+    """``kdtutor zoo train NAME --snapshots 5,10``: early-stopped teachers of the recipe."""
+    from .snapshots import snapshot_dir, train_snapshots
+
+    if args.epochs:
+        raise KDTutorError(
+            "--snapshots keeps the recipe's run at those epochs of its own schedule: drop --epochs."
+        )
+    try:
+        epochs = [int(value) for value in _names(args.snapshots) or ()]
+    except ValueError:
+        raise KDTutorError(
+            f"--snapshots takes epochs, comma-separated, e.g. 5,10,20; got {args.snapshots!r}."
+        ) from None
+    records = train_snapshots(args.name, epochs, log=print)
+    for epoch, record in records.items():
+        print(f"{args.name}@{epoch}: test {record['test_acc']:.2f}%  ({snapshot_dir()})")
     return 0
 
 
@@ -1385,6 +1410,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", nargs="?", default=None, help="teacher name (verify: default all)")
     p.add_argument(
         "--epochs", type=_positive_int, default=None, help="train: override the recipe's epochs"
+    )
+    p.add_argument(
+        "--snapshots",
+        default=None,
+        metavar="EPOCHS",
+        help="train: keep early-stopped teachers NAME@E instead, the recipe's run after these "
+        "epochs of its schedule (e.g. 5,10,20), in the cache ($KDTUTOR_CACHE/snapshots); the "
+        "zoo's weights are not touched. Use them as --teacher zoo:NAME@E",
     )
     p.add_argument("--progress", action="store_true", default=None, help="show progress bars")
     p.set_defaults(func=cmd_zoo)

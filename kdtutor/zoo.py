@@ -302,10 +302,27 @@ def scaled_milestones(
 
 def get_recipe(name: str) -> ZooRecipe:
     """The recipe of zoo teacher ``name`` (a ``zoo:`` prefix is dropped), looked up in
-    :data:`RECIPES`, then in :func:`more_recipes`."""
-    name = name.removeprefix("zoo:")
-    if name in RECIPES:
-        return RECIPES[name]
+    :data:`RECIPES`, then in :func:`more_recipes`. An early-stopped teacher ``NAME@E``
+    (:mod:`kdtutor.snapshots`) has its teacher's recipe, and ``E`` must lie before the
+    recipe's last epoch."""
+    from .snapshots import split_snapshot
+
+    name, epoch = split_snapshot(name)
+    recipe = RECIPES.get(name) or _find_recipe(name)
+    if epoch is None:
+        return recipe
+    from .train.config import TrainConfig
+
+    total = int(recipe.train.get("epochs", TrainConfig().epochs))
+    if not 1 <= epoch < total:
+        raise KDTutorError(
+            f"{name}@{epoch}: the recipe of {name!r} trains {total} epochs; an early-stopped "
+            f"teacher stops before that, at 1 to {total - 1}."
+        )
+    return recipe
+
+
+def _find_recipe(name: str) -> ZooRecipe:
     recipes = all_recipes()
     try:
         return recipes[name]
@@ -384,8 +401,13 @@ def verify(name: str) -> Path:
 def load_teacher(name: str, device: str | torch.device = "cpu") -> nn.Module:
     """Build a zoo teacher, load its verified weights (float32) and put it in eval mode.
 
-    ``name`` may carry the CLI's ``zoo:`` prefix.
+    ``name`` may carry the CLI's ``zoo:`` prefix; ``NAME@E`` loads an early-stopped teacher
+    (:func:`kdtutor.snapshots.load_snapshot`).
     """
+    from .snapshots import load_snapshot, split_snapshot
+
+    if split_snapshot(name)[1] is not None:
+        return load_snapshot(name, device)
     recipe = get_recipe(name)
     model = _load_weights(recipe, verify(recipe.name)).to(device)
     model.trained_on = trained_on(recipe.name)  # checked by fit against the data

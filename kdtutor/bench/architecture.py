@@ -23,7 +23,10 @@ The parts (:data:`PARTS`):
 * ``gap``: the student alone and KD from each teacher of one design at four widths (the zoo
   family ``shapes_cnn_w8``, ``w16``, ``shapes_cnn_large`` (w32), ``w48``: :data:`FAMILY`),
   for ``cnn_wide_s2`` and ``cnn_tiny_s2``: the capacity-gap curve.
-* ``es``: KD stopped early (ESKD, after Cho & Hariharan, 2019) at epochs 5 and 10.
+* ``es``: early-stopped teachers (Cho & Hariharan, 2019): the book teacher's recipe run
+  taken after 5, 10 and 20 of its 30 epochs (``zoo:shapes_cnn_large@E``,
+  :mod:`kdtutor.snapshots`), teaching both students; and KD stopped early (ESKD) at
+  epochs 5 and 10.
 * ``takd``: teacher-assistant paths (Mirzadeh et al., 2020) from ``shapes_cnn_large``
   through the family's architectures w16 and w8 trained as students
   (:func:`~kdtutor.chain.fit_chain`; direct KD is ``kd_w32``), each stage a row.
@@ -61,6 +64,7 @@ __all__ = [
     "PARTS",
     "PUBLISHED_ARCHITECTURE",
     "SEARCH_SETTINGS",
+    "SNAPSHOT_EPOCHS",
     "STRATEGIES",
     "TEACHER",
     "VIT_ALONE",
@@ -105,6 +109,9 @@ ADAMW: dict[str, Any] = {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.05,
 with AdamW (Touvron et al. 2021); these values, for our 20-epoch, batch-64 runs, are our
 choice (the design note, docs/design/architecture.md, section 3.3)."""
 
+SNAPSHOT_EPOCHS: tuple[int, ...] = (5, 10, 20)
+"""The epochs (of 30) after which the ``es`` part takes the book teacher's recipe run."""
+
 _TINY = "cnn_tiny_s2"
 _R8 = "resnet8_half_s2"
 _PILOT = {"epochs": 5, "split": "val", "student": VIT_ALONE, "hparams": {"label_smoothing": 0.1}}
@@ -126,7 +133,12 @@ ARCHITECTURE: tuple[Scheme, ...] = (
     Scheme("scratch_tiny", "scratch", student=_TINY),
     Scheme("kd_w32_tiny", "kd", teacher=TEACHER, student=_TINY),
     *_gap("_tiny", _TINY),
-    # es: KD stopped early
+    # es: early-stopped teachers, then KD stopped early
+    *(
+        Scheme(f"kd_w32_e{epoch}{suffix}", "kd", teacher=f"{TEACHER}@{epoch}", student=student)
+        for suffix, student in (("", None), ("_tiny", _TINY))
+        for epoch in SNAPSHOT_EPOCHS
+    ),
     Scheme("eskd_5", "eskd", {"kd_epochs": 5}, teacher=TEACHER),
     Scheme("eskd_10", "eskd", {"kd_epochs": 10}, teacher=TEACHER),
     # takd: the paths through {w16, w8}
@@ -153,7 +165,10 @@ PARTS: dict[str, tuple[str, ...]] = {
         *("scratch", "kd_w8", "kd_w16", "kd_w32", "kd_w48"),
         *("scratch_tiny", "kd_w8_tiny", "kd_w16_tiny", "kd_w32_tiny", "kd_w48_tiny"),
     ),
-    "es": ("scratch", "kd_w32", "eskd_5", "eskd_10"),
+    "es": (
+        *("scratch", "kd_w32", *(f"kd_w32_e{e}" for e in SNAPSHOT_EPOCHS), "eskd_5", "eskd_10"),
+        *("scratch_tiny", "kd_w32_tiny", *(f"kd_w32_e{e}_tiny" for e in SNAPSHOT_EPOCHS)),
+    ),
     "takd": ("scratch", "kd_w32", "takd_w16", "takd_w8", "takd_w16_w8"),
     "search": ("scratch", "kd_w32", "scratch_r8", "kd_r8"),
     "deit": ("vit_pilot_sgd", "vit_pilot_adamw"),

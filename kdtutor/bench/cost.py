@@ -351,7 +351,7 @@ def run_cost(
     return Cost(flops, _training_seconds(result))
 
 
-def teacher_cost(zoo_name: str) -> Cost:
+def teacher_cost(zoo_name: str, train_size: int | None = None) -> Cost:
     r"""What training a zoo teacher cost, from its manifest entry: :math:`F_\mathrm{step}(B)/B
     \cdot N E` FLOPs for a ``scratch`` step of its model (:func:`step_flops`), ``N`` the
     default train split of its dataset and ``E`` the epochs of the configuration it was
@@ -363,21 +363,34 @@ def teacher_cost(zoo_name: str) -> Cost:
     ``shapes_cnn_large``: 30 epochs over 20,000 images, about
     :math:`(3 \cdot 26.40 - 0.44)\,\mathrm{MFLOPs} \cdot 600{,}000 = 47.3\,\mathrm{TFLOPs}`.
 
+    An early-stopped teacher ``NAME@E`` (:mod:`kdtutor.snapshots`) cost its recipe's first
+    ``E`` epochs over the images it was trained on, and the seconds its record gives.
+
     Args:
-        zoo_name: a zoo teacher (``kdtutor zoo list``), with or without the ``zoo:`` prefix.
+        zoo_name: a zoo teacher (``kdtutor zoo list``), with or without the ``zoo:`` prefix,
+            or an early-stopped one, ``NAME@E``.
+        train_size: an early-stopped teacher's training images (default: its recipe's).
 
     Raises:
         UnknownNameError: no such teacher.
-        kdtutor.zoo.MissingWeightsError: the teacher has no manifest entry (it was never trained).
+        kdtutor.zoo.MissingWeightsError: the teacher has no manifest entry (it was never
+            trained), or the snapshot was never kept.
     """
     from ..data import dataset_info
     from ..methods import build_distiller
     from ..models import build_model
+    from ..snapshots import snapshot_record, split_snapshot
     from ..zoo import MissingWeightsError, describe_dir, get_recipe, read_manifest, recipe_dir
 
     recipe = get_recipe(zoo_name)
-    folder = recipe_dir(recipe)
-    entry = read_manifest(folder).get(recipe.name) if folder is not None else None
+    stopped = split_snapshot(zoo_name)[1]
+    if stopped is not None:  # an early-stopped teacher: its recipe's first epochs
+        record = snapshot_record(zoo_name, train_size)
+        entry = {"train_config": record["train_config"], "train_seconds": record["train_seconds"]}
+        train_size = int(record["train_size"])
+    else:
+        folder = recipe_dir(recipe)
+        entry = read_manifest(folder).get(recipe.name) if folder is not None else None
     if entry is None:
         raise MissingWeightsError(
             f"zoo teacher {recipe.name!r} has no manifest entry in {describe_dir(recipe)}, so "
@@ -403,7 +416,9 @@ def teacher_cost(zoo_name: str) -> Cost:
     y = torch.arange(b) % info.num_classes
     batch = Batch(x, y, torch.arange(b), rows=torch.arange(b))
     per_image = step_flops(build_distiller("scratch", model), batch) / b
-    flops = per_image * info.sizes[0] * int(config["epochs"])
+    epochs = stopped if stopped is not None else int(config["epochs"])
+    images = train_size if stopped is not None and train_size else info.sizes[0]
+    flops = per_image * images * epochs
     return Cost(flops, float(entry.get("train_seconds", 0.0)))
 
 

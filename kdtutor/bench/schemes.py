@@ -657,11 +657,33 @@ def _network_architecture(distiller: Any, scheme: Scheme, preset: Preset, networ
     return student
 
 
+def _train_snapshots(
+    schemes: Sequence[Scheme], preset: Preset, log: Callable[[str], None] | None
+) -> None:
+    """Train the early-stopped teachers (``zoo:NAME@E``) that ``schemes`` need, once each
+    and before the runs (which may run in parallel), on the preset's images."""
+    from ..snapshots import split_snapshot, train_snapshots
+
+    wanted: dict[str, set[int]] = {}
+    for scheme in schemes:
+        base, epoch = split_snapshot(scheme.teacher)
+        if scheme.teacher.startswith("zoo:") and epoch is not None:
+            wanted.setdefault(base, set()).add(epoch)
+    if not wanted:
+        return
+    data = (preset_data(preset, "train"), preset_data(preset, "test"))
+    for base, epochs in wanted.items():
+        if log:
+            log(f"early-stopped teachers {base} at epochs {sorted(epochs)} (kept once trained)")
+        train_snapshots(base, sorted(epochs), data=data, log=None)
+
+
 def _resolve_teacher(
     scheme: Scheme, preset: Preset, preset_name: str, seed: int, student: str
 ) -> tuple[Any, Any, str]:
     """The scheme's first teacher (frozen, or ``None``), what it cost before the run, and its
     label in the rows (``""`` for none and for this seed's scratch student)."""
+    from ..snapshots import load_snapshot, split_snapshot
     from ..zoo import get_recipe, load_teacher
     from .cost import Cost, teacher_cost
 
@@ -681,6 +703,10 @@ def _resolve_teacher(
             f"{recipe.dataset!r}, but the preset trains on {preset.dataset!r}: name a zoo "
             f"teacher of {preset.dataset!r} (`kdtutor zoo list`)."
         )
+    name = scheme.teacher.removeprefix("zoo:")
+    if split_snapshot(name)[1] is not None:  # early-stopped: on the preset's training images
+        size = len(preset_data(preset, "train"))
+        return load_snapshot(name, train_size=size), teacher_cost(name, size), name
     return load_teacher(recipe.name), teacher_cost(recipe.name), recipe.name
 
 
@@ -1013,6 +1039,7 @@ def run_schemes_suite(
     header = suite_header(preset_name, command or "kdtutor " + " ".join(sys.argv[1:]))
     if log:
         log(f"{len(tasks)} scheme runs to do ({len(done)} already in {path})")
+    _train_snapshots([task[0] for task in tasks], preset, log)
 
     def record(new: list[dict[str, Any]]) -> None:
         for row in new:

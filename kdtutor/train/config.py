@@ -22,6 +22,10 @@ class TrainConfig:
     optimizer settings apply to every optimizer group of a distiller unless the group
     overrides them (:class:`~kdtutor.methods.steps.OptimizerGroup`).
 
+    ``stop_after`` ends the run after that many epochs of the ``epochs``-long schedule,
+    whose learning rate is then where the full schedule has it (an early-stopped run, as
+    Cho & Hariharan's (2019) early-stopped teachers); ``None`` trains every epoch.
+
     ``task`` (``None``: the dataset's ``task`` attribute, else ``"classification"``) chooses
     how targets collate and how runs are scored; ``metric`` (``None``: the task's primary)
     the score reported as best and last. ``steps_per_epoch`` is for data-free distillers,
@@ -72,6 +76,7 @@ class TrainConfig:
     metric: str | None = None
     steps_per_epoch: int | None = None
     max_grad_norm: float | None = None
+    stop_after: int | None = None
 
     def validate(self) -> None:
         positive("epochs", self.epochs, "train")
@@ -89,6 +94,13 @@ class TrainConfig:
             non_negative("workers", self.workers, "train")
         if self.steps_per_epoch is not None:
             positive("steps_per_epoch", self.steps_per_epoch, "train")
+        if self.stop_after is not None:
+            positive("stop_after", self.stop_after, "train")
+            if self.stop_after > self.epochs:
+                raise ConfigError(
+                    f"train.stop_after={self.stop_after} lies beyond the schedule's "
+                    f"{self.epochs} epochs: stop at most after epoch {self.epochs}."
+                )
         self.cache_options()
         check_compile_backend(self.compile)
         if self.device is not None:

@@ -403,7 +403,7 @@ def fit(
     )
     show = ctx.is_main and (sys.stderr.isatty() if progress is None else progress)
     try:
-        for epoch in range(start_epoch, cfg.epochs):
+        for epoch in range(start_epoch, cfg.stop_after or cfg.epochs):
             distiller.train()
             distiller.on_epoch_start(epoch, cfg.epochs)
             loader.set_epoch(epoch)
