@@ -85,8 +85,6 @@ RERUN = False
 )
 
 code(r"""
-import textwrap
-
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
@@ -95,18 +93,14 @@ from matplotlib.patches import FancyBboxPatch
 from myst_nb import glue
 
 from kdtutor.bench.architecture import (
-    ARCHITECTURE,
-    ARCHITECTURE_COLUMNS,
     FAMILY,
-    PENDING_ARCHITECTURE,
     PUBLISHED_ARCHITECTURE,
     TEACHER,
+    page_rows,
 )
 from kdtutor.bench.knowledge import PRESETS, method_hparams, preset_data
 from kdtutor.bench.report import gains_with_intervals
-from kdtutor.bench.schemes import page_rows
 from kdtutor.chain import chain_paths, fit_chain
-from kdtutor.errors import KDTutorError
 from kdtutor.methods import build_distiller
 from kdtutor.models import build_model
 from kdtutor.plots import subplots
@@ -129,45 +123,10 @@ seed_everything(SEED)
 PATHS = {"kd_w32": (), "takd_w16": ("w16",), "takd_w8": ("w8",),
          "takd_w16_w8": ("w16", "w8")}  # fmt: skip
 LABELS = ["scratch", *PATHS, "kd_w16", "kd_w8"]
-CATALOGUE = (*ARCHITECTURE, *PENDING_ARCHITECTURE)
-CSV = "data/results/architecture_book.csv"
-
-
-def require(rows, labels, define=("extra = PENDING_ARCHITECTURE",),
-            before=()):  # fmt: skip
-    # stop with the commands that make the rows this page lacks
-    have = {(r["scheme"], r["seed"]) for r in rows}
-    lacking = [s for s in labels if any((s, k) not in have for k in SEEDS)]
-    if not lacking:
-        return
-    listed = {s.label for s in ARCHITECTURE}
-    ready = [s for s in lacking if s in listed]
-    other = [s for s in lacking if s not in listed]
-    lines = textwrap.wrap(
-        f"{CSV} lacks the rows of {', '.join(lacking)} (seeds {SEEDS}). Set "
-        "RERUN = True in the parameters cell (hours), or run:", 76)
-    lines += [f"  {command}" for command in before]
-    if ready:
-        lines += ["  kdtutor bench --suite architecture --preset book \\",
-                  f"      --jobs 2 --schemes {','.join(ready)}"]
-    if other:
-        lines += ["python - <<'END'",
-                  "from kdtutor.bench.architecture import *", *define,
-                  "run_architecture_suite('book', jobs=2, extra=extra,"]
-        lines += textwrap.wrap(f"schemes={other})", 72, initial_indent="    ",
-                               subsequent_indent="    ")
-        lines += ["END"]
-    raise KDTutorError("\n".join(lines))
-
-
 # the architecture suite's rows: a tiny suite at smoke scale (one epoch on
-# 256 images, in a temporary folder), the committed CSV at book scale
-rows, provenance = page_rows(
-    SCALE, LABELS, rerun=RERUN, catalogue=CATALOGUE,
-    columns=ARCHITECTURE_COLUMNS, pair_by="student", name="architecture",
-)  # fmt: skip
-require(rows, LABELS)
-rows = [r for r in rows if r["scheme"] in LABELS]
+# 256 images, in a temporary folder), the committed CSV at book scale, which
+# stops with the commands that make the rows it lacks
+rows, provenance = page_rows(SCALE, LABELS, rerun=RERUN)
 print(f"{len(rows)} rows (one per trained network and seed), seeds {SEEDS},")
 print(f"{N_TEST:,} test images")
 for key in ("command", "commit", "date", "machine"):

@@ -87,8 +87,6 @@ RERUN = False
 )
 
 code(r"""
-import textwrap
-
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
@@ -97,22 +95,15 @@ from myst_nb import glue
 
 from kdtutor.analysis.dark_knowledge import entropy, soft_targets
 from kdtutor.analysis.response import response_diagnostics
-from kdtutor.bench.architecture import (
-    ARCHITECTURE,
-    ARCHITECTURE_COLUMNS,
-    PENDING_ARCHITECTURE,
-    PUBLISHED_ARCHITECTURE,
-)
+from kdtutor.bench.architecture import PUBLISHED_ARCHITECTURE, page_rows
 from kdtutor.bench.knowledge import PRESETS, method_hparams, preset_data
 from kdtutor.bench.report import gains_with_intervals
-from kdtutor.bench.schemes import page_rows
-from kdtutor.errors import KDTutorError
 from kdtutor.methods import build_distiller
 from kdtutor.models import build_model, model_summary
 from kdtutor.plots import subplots
 from kdtutor.seeding import seed_everything
 from kdtutor.train import fit, predict_logits
-from kdtutor.zoo import MissingWeightsError, load_teacher
+from kdtutor.zoo import load_teacher
 
 torch.set_num_threads(1)
 CHECK_CLAIMS = SCALE != "smoke"
@@ -128,62 +119,13 @@ ZOO = {"w8": "shapes_cnn_w8", "w16": "shapes_cnn_w16",
 STUDENTS = {"cnn_wide_s2": "", "cnn_tiny_s2": "_tiny"}  # label suffixes
 ALONE = {s: f"scratch{sfx}" for s, sfx in STUDENTS.items()}
 
-
-def trained(name):
-    # whether a zoo teacher's weights exist (w48 waits for `kdtutor zoo train`)
-    try:
-        load_teacher(name)
-    except MissingWeightsError:
-        return False
-    return True
-
-
-# at smoke scale the family teachers that are trained; at book scale all four
-WIDTHS = [w for w in ZOO if SCALE != "smoke" or trained(ZOO[w])]
+WIDTHS = list(ZOO)
 LABELS = [*ALONE.values(), "eskd_5", "eskd_10"]
 LABELS += [f"kd_{w}{sfx}" for sfx in STUDENTS.values() for w in WIDTHS]
-CATALOGUE = (*ARCHITECTURE, *PENDING_ARCHITECTURE)
-PENDING = {s.label: s for s in PENDING_ARCHITECTURE}
-CSV = "data/results/architecture_book.csv"
-
-
-def require(rows, labels, define=("extra = PENDING_ARCHITECTURE",),
-            before=()):  # fmt: skip
-    # stop with the commands that make the rows this page lacks
-    have = {(r["scheme"], r["seed"]) for r in rows}
-    lacking = [s for s in labels if any((s, k) not in have for k in SEEDS)]
-    if not lacking:
-        return
-    listed = {s.label for s in ARCHITECTURE}
-    ready = [s for s in lacking if s in listed]
-    other = [s for s in lacking if s not in listed]
-    lines = textwrap.wrap(
-        f"{CSV} lacks the rows of {', '.join(lacking)} (seeds {SEEDS}). Set "
-        "RERUN = True in the parameters cell (hours), or run:", 76)
-    lines += [f"  {command}" for command in before]
-    if ready:
-        lines += ["  kdtutor bench --suite architecture --preset book \\",
-                  f"      --jobs 2 --schemes {','.join(ready)}"]
-    if other:
-        lines += ["python - <<'END'",
-                  "from kdtutor.bench.architecture import *", *define,
-                  "run_architecture_suite('book', jobs=2, extra=extra,"]
-        lines += textwrap.wrap(f"schemes={other})", 72, initial_indent="    ",
-                               subsequent_indent="    ")
-        lines += ["END"]
-    raise KDTutorError("\n".join(lines))
-
-
 # the architecture suite's rows: a tiny suite at smoke scale (one epoch on
-# 256 images, in a temporary folder), the committed CSV at book scale
-rows, provenance = page_rows(
-    SCALE, LABELS, rerun=RERUN, catalogue=CATALOGUE,
-    columns=ARCHITECTURE_COLUMNS, pair_by="student", name="architecture",
-)  # fmt: skip
-untrained = sorted({PENDING[s].teacher[4:] for s in LABELS if s in PENDING}
-                   - {n for n in ZOO.values() if trained(n)})  # fmt: skip
-require(rows, LABELS, before=[f"kdtutor zoo train {n}" for n in untrained])
-rows = [r for r in rows if r["scheme"] in LABELS]
+# 256 images, in a temporary folder), the committed CSV at book scale, which
+# stops with the commands that make the rows it lacks
+rows, provenance = page_rows(SCALE, LABELS, rerun=RERUN)
 print(f"{len(rows)} rows, seeds {SEEDS}, {N_TEST:,} test images,")
 print(f"family teachers: {', '.join(ZOO[w] for w in WIDTHS)}")
 for key in ("command", "commit", "date", "machine"):

@@ -100,20 +100,18 @@ from myst_nb import glue
 from scipy.stats import spearmanr
 
 from kdtutor.bench.architecture import (
-    ARCHITECTURE,
-    ARCHITECTURE_COLUMNS,
     PUBLISHED_ARCHITECTURE,
     SEARCH_SETTINGS,
     STRATEGIES,
     TEACHER,
     default_budget,
     default_search_path,
+    page_rows,
     run_search,
     searched_schemes,
 )
 from kdtutor.bench.knowledge import PRESETS, preset_data
 from kdtutor.bench.report import gains_with_intervals
-from kdtutor.bench.schemes import page_rows
 from kdtutor.errors import KDTutorError
 from kdtutor.models import model_summary
 from kdtutor.plots import subplots
@@ -501,50 +499,15 @@ and `scratch_<tag>`).
 """)
 
 code(r"""
-CSV = "data/results/architecture_book.csv"
 extra = tuple(x for s in STRATEGIES for x in searched_schemes(WINNERS[s], s))
 STUDENTS = {"cnn_wide_s2": ("scratch", "kd_w32"),
             "resnet8_half_s2": ("scratch_r8", "kd_r8"),
             **{f"{s} winner": (f"scratch_{s}", f"kd_{s}") for s in STRATEGIES}}
 LABELS = [label for pair in STUDENTS.values() for label in pair]
-DEFINE = ["extra = (*searched_schemes(", f"    {WINNERS['random']!r},",
-          "    'random'), *searched_schemes(", f"    {WINNERS['halving']!r},",
-          "    'halving'))"]  # fmt: skip
-
-
-def require(rows, labels, define=DEFINE):
-    # stop with the commands that make the rows this page lacks
-    have = {(r["scheme"], r["seed"]) for r in rows}
-    lacking = [s for s in labels if any((s, k) not in have for k in SEEDS)]
-    if not lacking:
-        return
-    listed = {s.label for s in ARCHITECTURE}
-    ready = [s for s in lacking if s in listed]
-    other = [s for s in lacking if s not in listed]
-    lines = textwrap.wrap(
-        f"{CSV} lacks the rows of {', '.join(lacking)} (seeds {SEEDS}). Set "
-        "RERUN = True in the parameters cell (hours), or run:", 76)
-    if ready:
-        lines += ["  kdtutor bench --suite architecture --preset book \\",
-                  f"      --jobs 2 --schemes {','.join(ready)}"]
-    if other:
-        lines += ["python - <<'END'",
-                  "from kdtutor.bench.architecture import *", *define,
-                  "run_architecture_suite('book', jobs=2, extra=extra,"]
-        lines += textwrap.wrap(f"schemes={other})", 72, initial_indent="    ",
-                               subsequent_indent="    ")
-        lines += ["END"]
-    raise KDTutorError("\n".join(lines))
-
-
 # the suite's rows: a tiny suite at smoke scale (one epoch on 256 images, in
-# a temporary folder), the committed CSV at book scale
-rows, provenance = page_rows(
-    SCALE, LABELS, rerun=RERUN, catalogue=(*ARCHITECTURE, *extra),
-    columns=ARCHITECTURE_COLUMNS, pair_by="student", name="architecture",
-)  # fmt: skip
-require(rows, LABELS)
-rows = [r for r in rows if r["scheme"] in LABELS]
+# a temporary folder), the committed CSV at book scale, which stops with the
+# commands that make the rows it lacks
+rows, provenance = page_rows(SCALE, LABELS, extra=extra, rerun=RERUN)
 print(f"{len(rows)} rows, seeds {SEEDS}, {N_TEST:,} test images")
 for key in ("command", "commit", "date", "machine"):
     print(f"  {key:8} {provenance.get(key, '?')[:66]}")

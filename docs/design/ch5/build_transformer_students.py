@@ -88,8 +88,6 @@ RERUN = False
 )
 
 code(r"""
-import textwrap
-
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
@@ -98,17 +96,14 @@ from matplotlib.patches import FancyBboxPatch
 from myst_nb import glue
 
 from kdtutor.bench.architecture import (
-    ARCHITECTURE,
-    ARCHITECTURE_COLUMNS,
     PUBLISHED_ARCHITECTURE,
     TEACHER,
     deit_schemes,
+    page_rows,
     pilot_choice,
 )
 from kdtutor.bench.knowledge import PRESETS, method_hparams, preset_data
 from kdtutor.bench.report import gains_with_intervals
-from kdtutor.bench.schemes import page_rows
-from kdtutor.errors import KDTutorError
 from kdtutor.methods import build_distiller
 from kdtutor.methods.deit import deit_student
 from kdtutor.plots import subplots
@@ -123,54 +118,18 @@ PRESET = "smoke" if SCALE == "smoke" else "book"
 preset = PRESETS[PRESET]
 N_TEST = preset.test_size
 SEEDS = list(preset.seeds)
-CSV = "data/results/architecture_book.csv"
 seed_everything(SEED)
 
-
-def require(rows, labels, define=()):
-    # stop with the commands that make the rows this page lacks
-    have = {(r["scheme"], r["seed"]) for r in rows}
-    lacking = [s for s in labels if any((s, k) not in have for k in SEEDS)]
-    if not lacking:
-        return
-    listed = {s.label for s in ARCHITECTURE}
-    ready = [s for s in lacking if s in listed]
-    other = [s for s in lacking if s not in listed]
-    lines = textwrap.wrap(
-        f"{CSV} lacks the rows of {', '.join(lacking)} (seeds {SEEDS}). Set "
-        "RERUN = True in the parameters cell (hours), or run:", 76)
-    if ready:
-        lines += ["  kdtutor bench --suite architecture --preset book \\",
-                  f"      --jobs 2 --schemes {','.join(ready)}"]
-    if other:
-        lines += ["python - <<'END'",
-                  "from kdtutor.bench.architecture import *", *define,
-                  "run_architecture_suite('book', jobs=2, extra=extra,"]
-        lines += textwrap.wrap(f"schemes={other})", 72, initial_indent="    ",
-                               subsequent_indent="    ")
-        lines += ["END"]
-    raise KDTutorError("\n".join(lines))
-
-
-def suite_rows(labels, catalogue):
-    # the suite's rows: a tiny suite at smoke scale (one epoch on 256 images,
-    # in a temporary folder), the committed CSV at book scale
-    rows, provenance = page_rows(
-        SCALE, labels, rerun=RERUN, catalogue=catalogue,
-        columns=ARCHITECTURE_COLUMNS, pair_by="student", name="architecture",
-    )  # fmt: skip
-    return [r for r in rows if r["scheme"] in labels], provenance
-
-
-# first the optimiser pilot (validation images), which chooses DeiT's rows
+# the architecture suite's rows: a tiny suite at smoke scale (one epoch on
+# 256 images, in a temporary folder), the committed CSV at book scale, which
+# stops with the commands that make the rows it lacks. First the optimiser
+# pilot (on the validation images), which chooses DeiT's rows
 PILOT = ["vit_pilot_sgd", "vit_pilot_adamw"]
-pilot, provenance = suite_rows(PILOT, ARCHITECTURE)
-require(pilot, PILOT)
+pilot, provenance = page_rows(SCALE, PILOT, rerun=RERUN)
 OPTIMIZER = pilot_choice(pilot)
 DEIT = deit_schemes(OPTIMIZER)  # vit_alone, deit_hard, deit_soft
 LABELS = [s.label for s in DEIT]
-rows, provenance = suite_rows(LABELS, (*ARCHITECTURE, *DEIT))
-require(rows, LABELS, define=[f"extra = deit_schemes({OPTIMIZER!r})"])
+rows, provenance = page_rows(SCALE, LABELS, extra=DEIT, rerun=RERUN)
 print(f"pilot: {len(pilot)} rows; DeiT: {len(rows)} rows (one per scored")
 print(f"head and seed), seeds {SEEDS}, {N_TEST:,} test images")
 for key in ("command", "commit", "date", "machine"):
