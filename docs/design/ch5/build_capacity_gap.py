@@ -95,7 +95,11 @@ from myst_nb import glue
 
 from kdtutor.analysis.dark_knowledge import entropy, soft_targets
 from kdtutor.analysis.response import response_diagnostics
-from kdtutor.bench.architecture import PUBLISHED_ARCHITECTURE, page_rows
+from kdtutor.bench.architecture import (
+    PUBLISHED_ARCHITECTURE,
+    SNAPSHOT_EPOCHS,
+    page_rows,
+)
 from kdtutor.bench.knowledge import PRESETS, method_hparams, preset_data
 from kdtutor.bench.report import gains_with_intervals
 from kdtutor.methods import build_distiller
@@ -122,6 +126,9 @@ ALONE = {s: f"scratch{sfx}" for s, sfx in STUDENTS.items()}
 WIDTHS = list(ZOO)
 LABELS = [*ALONE.values(), "eskd_5", "eskd_10"]
 LABELS += [f"kd_{w}{sfx}" for sfx in STUDENTS.values() for w in WIDTHS]
+# the book teacher's run taken after 5, 10 and 20 of its 30 epochs
+STOPS = list(SNAPSHOT_EPOCHS)
+LABELS += [f"kd_w32_e{e}{sfx}" for sfx in STUDENTS.values() for e in STOPS]
 # the architecture suite's rows: a tiny suite at smoke scale (one epoch on
 # 256 images, in a temporary folder), the committed CSV at book scale, which
 # stops with the commands that make the rows it lacks
@@ -564,16 +571,103 @@ that mattered.
 
 ## Stopping early
 
-Cho and Hariharan's remedy is to stop early. Their abstract speaks of stopping the
-*teacher's* training early, so that it is less certain; re-implementations often read it as
-**ESKD**, stopping the *distillation* early: the student learns from the teacher for the
-first epochs and from the labels alone afterwards, when it can no longer follow. The
-package's `eskd` method is the second reading, at KD's weights until epoch `kd_epochs` and
-the cross entropy alone (at weight 1) after it; the suite runs it from the book's teacher
-with the switch after 5 and after 10 of the 20 epochs. Which reading and which epochs the
-paper used could not be checked here (its tables were not read); the first reading, an
-early-stopped teacher, is an exercise below. {numref}`fig-ch5-eskd` shows what the switch
-does to the test accuracy after each epoch.
+Cho and Hariharan's remedy is to stop early, and it has two readings. Their abstract speaks
+of stopping the *teacher's* training early: a teacher taken part-way through its training
+is less accurate and less certain, and may be easier to follow. Re-implementations often
+read it as **ESKD**, stopping the *distillation* early: the student learns from the teacher
+for the first epochs and from the labels alone afterwards, when it can no longer follow.
+Which reading and which epochs the paper's tables use could not be checked here; this
+page measures both.
+
+### Early-stopped teachers
+
+An early-stopped teacher is the book teacher's own training run, taken after $E$ of its 30
+epochs: the same network, data, seed and cosine schedule, stopped while its learning rate
+is still high (`zoo:shapes_cnn_large@E`, `kdtutor.snapshots`; `kdtutor zoo train
+shapes_cnn_large --snapshots 5,10,20` makes them, once). The suite takes it after 5, 10
+and 20 epochs and teaches both students from each (rows `kd_w32_e5`, ..., with `_tiny` for
+the second student). These teachers have one size and differ in accuracy, so set beside
+the width family, whose size and accuracy rise together, they separate the two:
+{numref}`fig-ch5-early-teachers` puts every teacher at its test accuracy.
+""")
+
+code(r"""
+# each teacher's accuracy, as the suite measured it on the test images
+def teacher_acc(label):
+    values = {r["teacher_acc"] for r in rows if r["scheme"] == label}
+    assert len(values) == 1, (label, values)  # one teacher for every seed
+    return values.pop()
+
+
+EARLY = {e: teacher_acc(f"kd_w32_e{e}") for e in STOPS}
+print(f"{'teacher':<24} {'test %':>7}   student acc % (gain over alone)")
+for e in [*STOPS, None]:
+    label = "kd_w32" if e is None else f"kd_w32_e{e}"
+    name = "shapes_cnn_large" + ("" if e is None else f"@{e}")
+    parts = [f"{GAINS[s][label + sfx]['acc']:6.2f} "
+             f"({GAINS[s][label + sfx]['gain']:+.2f})"
+             for s, sfx in STUDENTS.items()]  # fmt: skip
+    print(f"{name:<24} {teacher_acc(label):>7.2f}   {'   '.join(parts)}")
+for e in STOPS:
+    glue(f"gap_early_acc_{e}", EARLY[e], display=False)
+    for s, sfx in STUDENTS.items():
+        g = GAINS[s][f"kd_w32_e{e}{sfx}"]
+        glue(f"gap_early_gain_{s.split('_')[1]}_{e}", g["gain"], display=False)
+""")
+
+figure(
+    r"""
+fig, axes = subplots(1, 2, size=(10, 4.2), sharey=False)
+for ax, (s, sfx) in zip(axes, STUDENTS.items(), strict=True):
+    fam = [GAINS[s][f"kd_{w}{sfx}"] for w in WIDTHS]
+    ax.errorbar([info[w]["acc"] for w in WIDTHS], [g["acc"] for g in fam],
+                yerr=[g["acc_std"] for g in fam], marker="o", capsize=3,
+                color="tab:blue", label="width family (size varies)")
+    early = [GAINS[s][f"kd_w32_e{e}{sfx}"] for e in STOPS]
+    early_x = [EARLY[e] for e in STOPS] + [info["w32"]["acc"]]
+    early_y = [g["acc"] for g in early] + [GAINS[s][f"kd_w32{sfx}"]["acc"]]
+    ax.plot(early_x, early_y, "s--", color="tab:red",
+            label="w32 stopped early (size fixed)")
+    for e, x, y in zip(STOPS, early_x, early_y, strict=False):
+        ax.annotate(f"{e} ep.", (x, y), textcoords="offset points",
+                    xytext=(4, -10), fontsize=8, color="tab:red")
+    ax.axhline(alone[s], color="0.4", ls=":", lw=1, label="student alone")
+    ax.set_title(s)
+    ax.set_xlabel("teacher test accuracy (%)")
+    ax.set_ylabel("student test accuracy (%)")
+    ax.grid(alpha=0.3)
+axes[0].legend(fontsize=8, loc="lower right")
+plt.show()
+""",
+    "fig-ch5-early-teachers",
+    """
+Each student's test accuracy (mean over seeds) against its teacher's test accuracy: the
+width family (blue, error bars one standard deviation over seeds) and the book teacher
+taken after 5, 10 and 20 of its 30 epochs, ending at the full teacher (red); dotted: the
+student alone.
+""",
+)
+
+code(r"""
+# an early-stopped teacher against the full one, paired by seed and image
+EARLY_VS_FULL = {s: gains_for(s, baseline=f"kd_w32{sfx}")
+                 for s, sfx in STUDENTS.items()}  # fmt: skip
+for s, sfx in STUDENTS.items():
+    for e in STOPS:
+        g = EARLY_VS_FULL[s][f"kd_w32_e{e}{sfx}"]
+        print(f"{s:<12} teacher @{e:<3} vs full teacher: {g['gain']:+.2f} "
+              f"[{g['low']:+.2f}, {g['high']:+.2f}]")
+        glue(f"gap_early_vs_full_{s.split('_')[1]}_{e}", g["gain"],
+             display=False)
+""")
+
+md(r"""
+### KD stopped early
+
+The package's `eskd` method is the second reading: KD's weights until epoch `kd_epochs`,
+the cross entropy alone (at weight 1) after it. The suite runs it from the full book
+teacher with the switch after 5 and after 10 of the 20 epochs. {numref}`fig-ch5-eskd` shows
+what the switch does to the test accuracy after each epoch.
 """)
 
 figure(
@@ -818,24 +912,25 @@ plt.show()
 ```
 
 The points are the same, only the axis changed: within one family the two explanations make
-the same prediction. Snapshots of one teacher's training (its weights after epochs 3, 8,
-15) are teachers of *equal size and increasing accuracy*; the small family members trained
+the same prediction. Snapshots of one teacher's training (its weights after epochs 5, 10,
+20) are teachers of *equal size and increasing accuracy*; the small family members trained
 to convergence are teachers of *smaller size*. A student taught by a snapshot as accurate
 as the width-16 teacher, compared with a student taught by the width-16 teacher, holds
-accuracy fixed and varies size. That is the second series the design of this page plans
-(`early_stopped_teachers`, not in the package yet; next exercise).
+accuracy fixed and varies size: {numref}`fig-ch5-early-teachers` draws both series.
 ````
 """)
 
 md(r"""
-````{exercise} An early-stopped teacher
+````{exercise} Stopped, or short?
 :label: ex-ch5-early-teacher
 
-Train `cnn_large` by the zoo's recipe for 8 epochs instead of 30 (a full cosine schedule of
-8 epochs, `kdtutor.zoo.get_recipe("shapes_cnn_large")`), without overwriting the zoo's
-teacher, and distil `cnn_wide_s2` from it with `live_kd`. Compare its accuracy and the
-student's with the width-32 teacher's. Is the early-stopped teacher a better teacher for
-its accuracy? (About 4 minutes on one core at book scale.)
+The suite's early-stopped teachers are taken in the middle of a 30-epoch schedule, while
+the learning rate is high. A teacher trained by a *short* schedule instead ends annealed.
+Train `cnn_large` by the zoo's recipe with a full cosine schedule of 10 epochs
+(`kdtutor.zoo.get_recipe("shapes_cnn_large")`), without overwriting the zoo's teacher, and
+distil `cnn_wide_s2` from it with `live_kd`. Compare it, as a teacher and by its student,
+with the snapshot after 10 epochs of the 30 (`kd_w32_e10`). (About 4 minutes on one core
+at book scale.)
 ````
 
 ````{solution} ex-ch5-early-teacher
@@ -849,19 +944,20 @@ seed_everything(recipe.seed)
 early = build_model(recipe.model, num_classes=10, **recipe.model_kwargs)
 full_train = preset_data(preset, "train")  # the 20,000 training images
 fit(early, full_train, test, seed=recipe.seed,
-    **{**recipe.train, "epochs": 8})
+    **{**recipe.train, "epochs": 10})
 early = early.eval().requires_grad_(False)
 logits, labels = predict_logits(early, test)
-print("teacher:", 100 * (logits.argmax(1) == labels).float().mean().item())
+print("teacher:", 100 * (logits.argmax(1) == labels).float().mean().item(),
+      "vs the snapshot:", EARLY[10])
 s, r = live_kd(early)
-print("student:", r.last_acc, "vs KD from w32:",
-      GAINS["cnn_wide_s2"]["kd_w32"]["acc"])
+print("student:", r.last_acc, "vs the snapshot's:",
+      GAINS["cnn_wide_s2"]["kd_w32_e10"]["acc"])
 ```
 
-A full schedule of 8 epochs ends annealed (its learning rate decays to zero), which is one
-reading of "stopped early"; a snapshot of the 30-epoch run at epoch 8 is another (its
-learning rate is still $0.05\,(1 + \cos(8\pi/30))/2 \approx 0.042$). Compare one seed
-against the three seeds of `kd_w32` with care: its spread is about a point.
+The short schedule ends annealed (its learning rate decays to zero), so it is usually the
+more accurate and the more certain of the two; the snapshot's learning rate is still
+$0.05\,(1 + \cos(10\pi/30))/2 = 0.0375$ when it is taken. Compare one seed against the
+three seeds of `kd_w32_e10` with care: their spread is about a point.
 ````
 """)
 
