@@ -28,6 +28,7 @@ from torch import nn
 
 from .errors import KDTutorError
 from .io import atomic_save, atomic_write_json, safe_load
+from .zoo import split_snapshot
 
 __all__ = [
     "load_snapshot",
@@ -38,24 +39,6 @@ __all__ = [
 ]
 
 FORMAT = "kdtutor-snapshot/1"
-
-
-def split_snapshot(name: str) -> tuple[str, int | None]:
-    """``"shapes_cnn_large@10"`` as ``("shapes_cnn_large", 10)``; a name without ``@`` as
-    ``(name, None)`` (a ``zoo:`` prefix is dropped).
-
-    Raises:
-        KDTutorError: what follows ``@`` is not a positive whole number of epochs.
-    """
-    base, sep, epoch = name.removeprefix("zoo:").partition("@")
-    if not sep:
-        return base, None
-    if not epoch.isdigit() or int(epoch) < 1:
-        raise KDTutorError(
-            f"{name!r}: an early-stopped teacher is NAME@EPOCHS with a positive whole number "
-            f"of epochs, e.g. {base}@10."
-        )
-    return base, int(epoch)
 
 
 def snapshot_dir() -> Path:

@@ -228,8 +228,11 @@ def build_from_spec(
             f"{spec.kind} models take no options in a spec, got {spec}: drop the options."
         )
     if spec.kind == "zoo":
-        from .zoo import load_teacher, trained_on
+        from .snapshots import load_snapshot
+        from .zoo import load_teacher, split_snapshot, trained_on
 
+        if split_snapshot(spec.name)[1] is not None:  # an early-stopped teacher
+            return load_snapshot(spec.name)
         model = load_teacher(spec.name)
         model.trained_on = trained_on(spec.name)  # type: ignore[assignment]
         return model

@@ -300,13 +300,30 @@ def scaled_milestones(
     return tuple(sorted({m for m in scaled if 1 <= m < epochs}))
 
 
+def split_snapshot(name: str) -> tuple[str, int | None]:
+    """``"shapes_cnn_large@10"`` as ``("shapes_cnn_large", 10)``, the name of an early-stopped
+    teacher (:mod:`kdtutor.snapshots`); a name without ``@`` as ``(name, None)`` (a ``zoo:``
+    prefix is dropped).
+
+    Raises:
+        KDTutorError: what follows ``@`` is not a positive whole number of epochs.
+    """
+    base, sep, epoch = name.removeprefix("zoo:").partition("@")
+    if not sep:
+        return base, None
+    if not epoch.isdigit() or int(epoch) < 1:
+        raise KDTutorError(
+            f"{name!r}: an early-stopped teacher is NAME@EPOCHS with a positive whole number "
+            f"of epochs, e.g. {base}@10."
+        )
+    return base, int(epoch)
+
+
 def get_recipe(name: str) -> ZooRecipe:
     """The recipe of zoo teacher ``name`` (a ``zoo:`` prefix is dropped), looked up in
     :data:`RECIPES`, then in :func:`more_recipes`. An early-stopped teacher ``NAME@E``
     (:mod:`kdtutor.snapshots`) has its teacher's recipe, and ``E`` must lie before the
     recipe's last epoch."""
-    from .snapshots import split_snapshot
-
     name, epoch = split_snapshot(name)
     recipe = RECIPES.get(name) or _find_recipe(name)
     if epoch is None:
@@ -401,13 +418,15 @@ def verify(name: str) -> Path:
 def load_teacher(name: str, device: str | torch.device = "cpu") -> nn.Module:
     """Build a zoo teacher, load its verified weights (float32) and put it in eval mode.
 
-    ``name`` may carry the CLI's ``zoo:`` prefix; ``NAME@E`` loads an early-stopped teacher
-    (:func:`kdtutor.snapshots.load_snapshot`).
+    ``name`` may carry the CLI's ``zoo:`` prefix. An early-stopped teacher ``NAME@E`` is
+    not shipped: load it with :func:`kdtutor.snapshots.load_snapshot` (a ``zoo:NAME@E`` spec
+    does).
     """
-    from .snapshots import load_snapshot, split_snapshot
-
     if split_snapshot(name)[1] is not None:
-        return load_snapshot(name, device)
+        raise KDTutorError(
+            f"{name!r} is an early-stopped teacher: load it with "
+            "kdtutor.snapshots.load_snapshot, or name it zoo:NAME@E as a --teacher."
+        )
     recipe = get_recipe(name)
     model = _load_weights(recipe, verify(recipe.name)).to(device)
     model.trained_on = trained_on(recipe.name)  # checked by fit against the data
