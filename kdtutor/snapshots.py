@@ -28,7 +28,7 @@ from torch import nn
 
 from .errors import KDTutorError
 from .io import atomic_save, atomic_write_json, safe_load
-from .zoo import split_snapshot
+from .zoo import MissingWeightsError, _build, _provided, get_recipe, split_snapshot, trained_on
 
 __all__ = [
     "load_snapshot",
@@ -50,7 +50,6 @@ def snapshot_dir() -> Path:
 
 def _recipe_train_size(base: str) -> int:
     from .data import dataset_info
-    from .zoo import get_recipe
 
     return int(dataset_info(get_recipe(base).dataset).sizes[0])
 
@@ -76,16 +75,15 @@ def snapshot_record(name: str, train_size: int | None = None) -> dict[str, Any]:
     """
     import json
 
-    from .zoo import MissingWeightsError
-
     base, epoch = _checked(name)
-    size = _recipe_train_size(base) if train_size is None else train_size
+    own = _recipe_train_size(base)
+    size = own if train_size is None else train_size
     weights, record = _paths(base, epoch, size)
     if not (weights.exists() and record.exists()):
         how = (
             f"`kdtutor zoo train {base} --snapshots {epoch}` (the recipe up to epoch {epoch}; "
             "the zoo's own weights are not touched)"
-            if size == _recipe_train_size(base)
+            if size == own
             else f"train_snapshots({base!r}, [{epoch}], data=(train, test)) on those {size} images"
         )
         raise MissingWeightsError(
@@ -96,8 +94,6 @@ def snapshot_record(name: str, train_size: int | None = None) -> dict[str, Any]:
 
 
 def _checked(name: str) -> tuple[str, int]:
-    from .zoo import get_recipe
-
     base, epoch = split_snapshot(name)
     if epoch is None:
         raise KDTutorError(f"{name!r} names no snapshot: write NAME@EPOCHS, e.g. {base}@10.")
@@ -115,8 +111,6 @@ def load_snapshot(
         kdtutor.zoo.MissingWeightsError: it was never trained (the message gives the command).
         kdtutor.errors.CheckpointError: its file is corrupt.
     """
-    from .zoo import _build, get_recipe, trained_on
-
     record = snapshot_record(name, train_size)  # refuses a missing one with the command
     base, epoch = _checked(name)
     weights, _ = _paths(base, epoch, int(record["train_size"]))
@@ -157,7 +151,6 @@ def train_snapshots(
     from .data import load_dataset
     from .seeding import seed_everything
     from .train import fit
-    from .zoo import _build, _provided, get_recipe
 
     base = name.removeprefix("zoo:")
     wanted = sorted({int(e) for e in epochs})
